@@ -1,0 +1,388 @@
+#include "plugin/content_service.h"
+
+#include <glog/logging.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "plugin/status_macros.h"
+
+namespace shoal::plugin {
+namespace {
+
+namespace cv1 = ::containerd::services::content::v1;
+using ::google::protobuf::Timestamp;
+
+// Key plus value of one label may not exceed this (content.proto).
+constexpr size_t kMaxLabelBytes = 4096;
+// Info messages per List response, as containerd's contentserver sends.
+constexpr int kListBatch = 100;
+
+void SetTime(absl::Time t, Timestamp* out) {
+  timespec ts = absl::ToTimespec(t);
+  out->set_seconds(ts.tv_sec);
+  out->set_nanos(static_cast<int32_t>(ts.tv_nsec));
+}
+
+void FillStatus(const IngestStatus& in, cv1::Status* out) {
+  out->set_ref(in.ref);
+  out->set_offset(in.offset);
+  out->set_total(in.total);
+  SetTime(in.started_at, out->mutable_started_at());
+  SetTime(in.updated_at, out->mutable_updated_at());
+}
+
+// Requests are rejected for bad input often enough that one log line per
+// rejection could flood; VLOG has every one, WARNING at most one per 10 s.
+grpc::Status Reject(absl::string_view rpc, const absl::Status& status) {
+  VLOG(1) << "content: rejected rpc=" << rpc << " error=" << status;
+  LOG_EVERY_T(WARNING, 10) << "content: rejected request rpc=" << rpc
+                           << " error=" << status << " (rate limited)";
+  return ToGrpcStatus(status);
+}
+
+absl::Status ValidateLabels(
+    const ::google::protobuf::Map<std::string, std::string>& labels) {
+  for (const auto& [key, value] : labels) {
+    if (key.size() + value.size() > kMaxLabelBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "label ", key.substr(0, 64), " exceeds ", kMaxLabelBytes, " bytes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// One Write stream: the ingest it holds and the messages it has handled.
+class WriteSession {
+ public:
+  explicit WriteSession(BlobStore& store) : store_(store) {}
+
+  // Handles the first message, which must name the ref, and opens the ingest.
+  absl::Status Open(const cv1::WriteContentRequest& req) {
+    if (req.ref().empty()) {
+      return absl::InvalidArgumentError(
+          "first message of a write stream must carry a ref");
+    }
+    SHOAL_RETURN_IF_ERROR(ValidateRef(req.ref()));
+    // Totals <= 0 mean "unknown" to containerd; only absurd ones fail.
+    if (req.total() > kMaxBlobSize) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "total ", req.total(), " exceeds the maximum blob size"));
+    }
+    absl::StatusOr<std::unique_ptr<IngestWriter>> writer =
+        store_.OpenIngest(req.ref(), std::max<int64_t>(req.total(), 0));
+    if (!writer.ok()) {
+      if (absl::IsUnavailable(writer.status())) return writer.status();
+      // Anything but lock contention must not be UNAVAILABLE: containerd
+      // retries that without limit when opening a writer.
+      if (writer.status().code() == absl::StatusCode::kInvalidArgument ||
+          writer.status().code() == absl::StatusCode::kResourceExhausted) {
+        return writer.status();
+      }
+      return absl::InternalError(writer.status().message());
+    }
+    writer_ = *std::move(writer);
+    return absl::OkStatus();
+  }
+
+  // Applies one message and fills the reply.
+  absl::Status Handle(const cv1::WriteContentRequest& req,
+                      cv1::WriteContentResponse* resp) {
+    if (!req.ref().empty() && req.ref() != writer_->ref()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ref changed within a write stream from ",
+                       writer_->ref(), " to ", req.ref().substr(0, 200)));
+    }
+    if (req.total() > 0) SHOAL_RETURN_IF_ERROR(writer_->SetTotal(req.total()));
+    if (!req.expected().empty()) {
+      SHOAL_RETURN_IF_ERROR(ValidateDigest(req.expected()));
+    }
+    SHOAL_RETURN_IF_ERROR(ValidateLabels(req.labels()));
+
+    resp->set_action(req.action());
+    switch (req.action()) {
+      case cv1::STAT:
+        break;
+      case cv1::WRITE:
+        SHOAL_RETURN_IF_ERROR(ApplyData(req));
+        break;
+      case cv1::COMMIT:
+        SHOAL_RETURN_IF_ERROR(ApplyData(req));
+        return Commit(req, resp);
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown write action ", req.action()));
+    }
+    FillProgress(resp);
+    return absl::OkStatus();
+  }
+
+  const std::string& ref() const { return writer_->ref(); }
+
+ private:
+  // WRITE semantics of containerd's contentserver: offset 0 with data on a
+  // non-empty ingest restarts it; any other offset must equal the current
+  // end. Messages without data change nothing, so a COMMIT carrying a stale
+  // offset (after a fill from a peer) commits what is there.
+  absl::Status ApplyData(const cv1::WriteContentRequest& req) {
+    if (req.data().empty()) return absl::OkStatus();
+    if (req.offset() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("negative write offset ", req.offset()));
+    }
+    if (req.offset() == 0 && writer_->offset() > 0) {
+      SHOAL_RETURN_IF_ERROR(writer_->Truncate());
+    } else if (req.offset() != writer_->offset()) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "write offset ", req.offset(), " does not match ingest offset ",
+          writer_->offset(), " ref=", writer_->ref()));
+    }
+    return writer_->Append(req.data());
+  }
+
+  absl::Status Commit(const cv1::WriteContentRequest& req,
+                      cv1::WriteContentResponse* resp) {
+    int64_t total = req.total() > 0 ? req.total() : writer_->total();
+    SHOAL_ASSIGN_OR_RETURN(BlobInfo info,
+                           writer_->Commit(total, req.expected()));
+    VLOG(1) << "content: committed ref=" << writer_->ref()
+            << " digest=" << info.digest << " size=" << info.size;
+    resp->set_offset(info.size);
+    resp->set_total(info.size);
+    resp->set_digest(info.digest);
+    SetTime(writer_->Status().started_at, resp->mutable_started_at());
+    SetTime(info.created_at, resp->mutable_updated_at());
+    return absl::OkStatus();
+  }
+
+  void FillProgress(cv1::WriteContentResponse* resp) const {
+    IngestStatus st = writer_->Status();
+    resp->set_offset(st.offset);
+    resp->set_total(st.total);
+    resp->set_digest(writer_->RunningDigest());
+    SetTime(st.started_at, resp->mutable_started_at());
+    SetTime(st.updated_at, resp->mutable_updated_at());
+  }
+
+  BlobStore& store_;
+  std::unique_ptr<IngestWriter> writer_;
+};
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+void ContentService::FillInfo(const BlobInfo& blob, cv1::Info* out) {
+  out->set_digest(blob.digest);
+  out->set_size(blob.size);
+  SetTime(blob.created_at, out->mutable_created_at());
+  SetTime(blob.updated_at, out->mutable_updated_at());
+  absl::MutexLock lock(&labels_mu_);
+  auto it = labels_.find(blob.digest);
+  if (it != labels_.end()) {
+    out->mutable_labels()->insert(it->second.begin(), it->second.end());
+  }
+}
+
+grpc::Status ContentService::Info(grpc::ServerContext*,
+                                  const cv1::InfoRequest* req,
+                                  cv1::InfoResponse* resp) {
+  // Runs inside containerd's metadata write transaction: local state only.
+  absl::StatusOr<BlobInfo> info = store_.Info(req->digest());
+  if (absl::IsNotFound(info.status())) return ToGrpcStatus(info.status());
+  if (!info.ok()) return Reject("Info", info.status());
+  FillInfo(*info, resp->mutable_info());
+  return grpc::Status::OK;
+}
+
+grpc::Status ContentService::Update(grpc::ServerContext*,
+                                    const cv1::UpdateRequest* req,
+                                    cv1::UpdateResponse* resp) {
+  const cv1::Info& in = req->info();
+  absl::StatusOr<BlobInfo> info = store_.Info(in.digest());
+  if (absl::IsNotFound(info.status())) return ToGrpcStatus(info.status());
+  if (!info.ok()) return Reject("Update", info.status());
+  absl::Status valid = ValidateLabels(in.labels());
+  if (!valid.ok()) return Reject("Update", valid);
+  {
+    absl::MutexLock lock(&labels_mu_);
+    Labels updated = labels_[in.digest()];
+    if (req->update_mask().paths().empty()) {
+      updated = Labels(in.labels().begin(), in.labels().end());
+    }
+    for (const std::string& path : req->update_mask().paths()) {
+      if (path == "labels") {
+        updated = Labels(in.labels().begin(), in.labels().end());
+      } else if (absl::StartsWith(path, "labels.")) {
+        std::string key = path.substr(7);
+        auto it = in.labels().find(key);
+        if (it == in.labels().end()) {
+          updated.erase(key);
+        } else {
+          updated[key] = it->second;
+        }
+      } else {
+        return Reject("Update",
+                      absl::InvalidArgumentError(absl::StrCat(
+                          "cannot update field ", path, " of content ",
+                          in.digest(), ": only labels are mutable")));
+      }
+    }
+    labels_[in.digest()] = std::move(updated);
+  }
+  FillInfo(*info, resp->mutable_info());
+  return grpc::Status::OK;
+}
+
+grpc::Status ContentService::List(
+    grpc::ServerContext*, const cv1::ListContentRequest* req,
+    grpc::ServerWriter<cv1::ListContentResponse>* writer) {
+  if (req->filters_size() > 0) {
+    // TODO: List filters (containerd's filter syntax) are not implemented;
+    // containerd never sends them to a proxy store (its GC lists without
+    // filters), but direct clients get UNIMPLEMENTED.
+    return Reject("List", absl::UnimplementedError(
+                              "content list filters are not supported"));
+  }
+  // A snapshot, so no lock is held while containerd's GC calls Delete from
+  // inside this stream.
+  absl::StatusOr<std::vector<BlobInfo>> blobs = store_.List();
+  if (!blobs.ok()) return Reject("List", blobs.status());
+  cv1::ListContentResponse resp;
+  for (const BlobInfo& blob : *blobs) {
+    FillInfo(blob, resp.add_info());
+    if (resp.info_size() == kListBatch) {
+      if (!writer->Write(resp)) return grpc::Status::CANCELLED;
+      resp.clear_info();
+    }
+  }
+  if (resp.info_size() > 0 && !writer->Write(resp)) {
+    return grpc::Status::CANCELLED;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ContentService::Delete(grpc::ServerContext*,
+                                    const cv1::DeleteContentRequest* req,
+                                    ::google::protobuf::Empty*) {
+  absl::Status st = store_.Delete(req->digest());
+  if (!st.ok()) return Reject("Delete", st);
+  {
+    absl::MutexLock lock(&labels_mu_);
+    labels_.erase(req->digest());
+  }
+  VLOG(1) << "content: deleted digest=" << req->digest();
+  return grpc::Status::OK;
+}
+
+grpc::Status ContentService::Read(
+    grpc::ServerContext*, const cv1::ReadContentRequest* req,
+    grpc::ServerWriter<cv1::ReadContentResponse>* writer) {
+  // containerd opens one Read stream per 32 KiB during unpack: no per-call
+  // setup beyond one open(2), and logging only at VLOG(2).
+  absl::StatusOr<std::unique_ptr<BlobReader>> reader =
+      store_.OpenBlob(req->digest());
+  if (absl::IsNotFound(reader.status())) return ToGrpcStatus(reader.status());
+  if (!reader.ok()) return Reject("Read", reader.status());
+  const int64_t blob_size = (*reader)->size();
+  int64_t offset = std::max<int64_t>(req->offset(), 0);
+  if (offset > blob_size) {
+    return Reject("Read", absl::OutOfRangeError(absl::StrCat(
+                              "read offset ", offset, " is past the end of ",
+                              req->digest(), " (", blob_size, " bytes)")));
+  }
+  int64_t remaining = blob_size - offset;
+  if (req->size() > 0 && req->size() < remaining) remaining = req->size();
+  VLOG(2) << "content: read digest=" << req->digest() << " offset=" << offset
+          << " size=" << remaining;
+
+  cv1::ReadContentResponse resp;
+  std::string* buf = resp.mutable_data();
+  while (remaining > 0) {
+    size_t want = std::min<int64_t>(remaining, kReadChunkBytes);
+    buf->resize(want);
+    absl::StatusOr<size_t> got = (*reader)->ReadAt(offset, buf->data(), want);
+    if (!got.ok()) return Reject("Read", got.status());
+    if (*got == 0) break;  // Shorter than its size: truncated underneath us.
+    buf->resize(*got);
+    resp.set_offset(offset);
+    if (!writer->Write(resp)) return grpc::Status::CANCELLED;
+    offset += *got;
+    remaining -= *got;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ContentService::Status(grpc::ServerContext*,
+                                    const cv1::StatusRequest* req,
+                                    cv1::StatusResponse* resp) {
+  absl::StatusOr<IngestStatus> st = store_.GetIngestStatus(req->ref());
+  if (absl::IsNotFound(st.status())) return ToGrpcStatus(st.status());
+  if (!st.ok()) return Reject("Status", st.status());
+  FillStatus(*st, resp->mutable_status());
+  return grpc::Status::OK;
+}
+
+grpc::Status ContentService::ListStatuses(grpc::ServerContext*,
+                                          const cv1::ListStatusesRequest* req,
+                                          cv1::ListStatusesResponse* resp) {
+  if (req->filters_size() > 0) {
+    // TODO: ListStatuses filters are not implemented; containerd's metadata
+    // layer and GC never send them, direct clients get UNIMPLEMENTED.
+    return Reject(
+        "ListStatuses",
+        absl::UnimplementedError("ingest status filters are not supported"));
+  }
+  absl::StatusOr<std::vector<IngestStatus>> all = store_.ListIngests();
+  if (!all.ok()) return Reject("ListStatuses", all.status());
+  for (const IngestStatus& st : *all) FillStatus(st, resp->add_statuses());
+  return grpc::Status::OK;
+}
+
+grpc::Status ContentService::Write(
+    grpc::ServerContext*,
+    grpc::ServerReaderWriter<cv1::WriteContentResponse,
+                             cv1::WriteContentRequest>* stream) {
+  cv1::WriteContentRequest req;
+  if (!stream->Read(&req)) return grpc::Status::OK;  // Closed before a word.
+  WriteSession session(store_);
+  absl::Status opened = session.Open(req);
+  if (absl::IsUnavailable(opened)) {
+    VLOG(1) << "content: ref busy ref=" << req.ref();
+    return ToGrpcStatus(opened);
+  }
+  if (!opened.ok()) return Reject("Write", opened);
+
+  cv1::WriteContentResponse resp;
+  while (true) {
+    resp.Clear();
+    absl::Status st = session.Handle(req, &resp);
+    if (!st.ok()) return Reject("Write", st);
+    if (!stream->Write(resp)) break;
+    if (req.action() == cv1::COMMIT) return grpc::Status::OK;
+    if (!stream->Read(&req)) break;
+  }
+  // The client went away or half-closed: the ingest keeps its data and the
+  // ref is released when `session` goes out of scope.
+  VLOG(1) << "content: write stream ended ref=" << session.ref();
+  return grpc::Status::OK;
+}
+
+grpc::Status ContentService::Abort(grpc::ServerContext*,
+                                   const cv1::AbortRequest* req,
+                                   ::google::protobuf::Empty*) {
+  absl::Status st = store_.Abort(req->ref());
+  if (!st.ok()) return Reject("Abort", st);
+  VLOG(1) << "content: aborted ref=" << req->ref();
+  return grpc::Status::OK;
+}
+
+}  // namespace shoal::plugin

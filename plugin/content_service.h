@@ -1,0 +1,106 @@
+// containerd.services.content.v1.Content over a BlobStore: the service
+// containerd 1.6 calls as its proxy content plugin. Semantics follow
+// containerd's own contentserver (services/content/contentserver), with the
+// differences the proxy path needs (see ../shared/docs and plugin/README.md):
+// a COMMIT without data never truncates, the first STAT never answers
+// ALREADY_EXISTS, Delete and Abort are OK for unknown keys.
+//
+// Thread-safe: gRPC calls each RPC on its own thread; the store does the
+// locking. The store must outlive the service.
+#ifndef SHOAL_PLUGIN_CONTENT_SERVICE_H_
+#define SHOAL_PLUGIN_CONTENT_SERVICE_H_
+
+#include <map>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "containerd/services/content/v1/content.grpc.pb.h"
+#include "plugin/store.h"
+
+namespace shoal::plugin {
+
+// Largest message containerd's proxy client sends or accepts (16 MiB,
+// containerd defaults/defaults.go); a whole small blob may come in one WRITE.
+inline constexpr int kMaxMessageBytes = 16 << 20;
+
+// Bytes per Read response message. Several MiB would save a little per-message
+// overhead on large reads, but 1 MiB matches containerd's own server and keeps
+// each message well under the 16 MiB limit.
+inline constexpr size_t kReadChunkBytes = 1 << 20;
+
+// Maps an absl::Status to the grpc::Status with the same code and message.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class ContentService final
+    : public ::containerd::services::content::v1::Content::Service {
+ public:
+  explicit ContentService(BlobStore* store) : store_(*store) {}
+
+  // containerd.services.content.v1.Content
+  grpc::Status Info(
+      grpc::ServerContext* ctx,
+      const ::containerd::services::content::v1::InfoRequest* req,
+      ::containerd::services::content::v1::InfoResponse* resp) override;
+  grpc::Status Update(
+      grpc::ServerContext* ctx,
+      const ::containerd::services::content::v1::UpdateRequest* req,
+      ::containerd::services::content::v1::UpdateResponse* resp) override;
+  grpc::Status List(
+      grpc::ServerContext* ctx,
+      const ::containerd::services::content::v1::ListContentRequest* req,
+      grpc::ServerWriter<
+          ::containerd::services::content::v1::ListContentResponse>* writer)
+      override;
+  grpc::Status Delete(
+      grpc::ServerContext* ctx,
+      const ::containerd::services::content::v1::DeleteContentRequest* req,
+      ::google::protobuf::Empty* resp) override;
+  grpc::Status Read(
+      grpc::ServerContext* ctx,
+      const ::containerd::services::content::v1::ReadContentRequest* req,
+      grpc::ServerWriter<
+          ::containerd::services::content::v1::ReadContentResponse>* writer)
+      override;
+  grpc::Status Status(
+      grpc::ServerContext* ctx,
+      const ::containerd::services::content::v1::StatusRequest* req,
+      ::containerd::services::content::v1::StatusResponse* resp) override;
+  grpc::Status ListStatuses(
+      grpc::ServerContext* ctx,
+      const ::containerd::services::content::v1::ListStatusesRequest* req,
+      ::containerd::services::content::v1::ListStatusesResponse* resp) override;
+  grpc::Status Write(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<
+          ::containerd::services::content::v1::WriteContentResponse,
+          ::containerd::services::content::v1::WriteContentRequest>* stream)
+      override;
+  grpc::Status Abort(
+      grpc::ServerContext* ctx,
+      const ::containerd::services::content::v1::AbortRequest* req,
+      ::google::protobuf::Empty* resp) override;
+
+ private:
+  using Labels = std::map<std::string, std::string>;
+
+  void FillInfo(const BlobInfo& blob,
+                ::containerd::services::content::v1::Info* out);
+
+  BlobStore& store_;
+
+  absl::Mutex labels_mu_;
+  // Labels set through Update, by digest. containerd keeps its own labels in
+  // its metadata database and never sends them here; this serves clients that
+  // talk to shoald directly.
+  // TODO: labels are kept in memory only and are lost when shoald restarts;
+  // containerd is unaffected (it stores labels in bolt), direct clients lose
+  // them.
+  absl::flat_hash_map<std::string, Labels> labels_ ABSL_GUARDED_BY(labels_mu_);
+};
+
+}  // namespace shoal::plugin
+
+#endif  // SHOAL_PLUGIN_CONTENT_SERVICE_H_

@@ -1,0 +1,47 @@
+// Runs the content service and gRPC's standard health service on one unix
+// socket. Used by shoald and by tests that need a real server.
+#ifndef SHOAL_PLUGIN_SERVER_H_
+#define SHOAL_PLUGIN_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "plugin/content_service.h"
+#include "plugin/store.h"
+
+namespace shoal::plugin {
+
+class ContentServer {
+ public:
+  // Opens the store at `root` and listens on the unix socket `socket_path`
+  // (an absolute path; a stale socket file there is replaced, any other file
+  // is an error). The socket is made accessible to its owner only.
+  static absl::StatusOr<std::unique_ptr<ContentServer>> Start(
+      const std::string& socket_path, const std::string& root);
+
+  ~ContentServer();
+
+  // Stops accepting calls and cancels those still running after `grace`.
+  // Open ingests keep their data and stay resumable. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  BlobStore& store() { return *store_; }
+  const std::string& socket_path() const { return socket_path_; }
+
+ private:
+  ContentServer() = default;
+
+  std::string socket_path_;
+  std::unique_ptr<BlobStore> store_;
+  std::unique_ptr<ContentService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  bool shut_down_ = false;
+};
+
+}  // namespace shoal::plugin
+
+#endif  // SHOAL_PLUGIN_SERVER_H_

@@ -1,0 +1,679 @@
+# shellcheck shell=bash
+# Helpers for Shoal's integration tests, demo.sh and bench_pull.sh.
+#
+#   source lib.sh            (sets -eEuo pipefail and an EXIT trap)
+#   shoal_init               work dir, log dir, cleanup trap
+#   registry_start           docker-registry on 127.0.0.1:$REGISTRY_PORT
+#   image_make NAME ARGS...  mkimage.py into an OCI layout; JSON in $SHOAL_WORK/NAME.json
+#   image_push NAME REPO TAG skopeo copy into the registry
+#   node_start N STORE       containerd (+ shoald if STORE=shoal) as node N
+#   nctr N ARGS...           ctr against node N
+#
+# Everything runs on loopback only. Every process started here is recorded and
+# killed by the EXIT trap, pass or fail; containers, shims and mounts left
+# under the work dir are removed too.
+#
+# Environment knobs:
+#   SHOAL_STORE=shoal|builtin   default content store for node_start (shoal)
+#   SHOAL_SNAPSHOTTER=NAME      snapshotter for pulls and runs (overlayfs)
+#   SHOALD, SHOAL_HEALTH_PROBE  paths of the binaries (found in runfiles or
+#                               bazel-bin/plugin/ otherwise)
+#   SHOALD_ARGS                 extra shoald flags (default --v=1)
+#   SHOAL_KEEP=1                keep the work dir after the run
+#   SHOAL_SHARING_POLICY        containerd content_sharing_policy (shared)
+
+set -eEuo pipefail
+
+SHOAL_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SHOAL_PYTHON=/usr/bin/python3
+SHOAL_MKIMAGE=$SHOAL_LIB_DIR/mkimage.py
+SHOAL_PROXY=$SHOAL_LIB_DIR/throttle_proxy.py
+SHOAL_STORE=${SHOAL_STORE:-shoal}
+SHOAL_SNAPSHOTTER=${SHOAL_SNAPSHOTTER:-overlayfs}
+SHOAL_SHARING_POLICY=${SHOAL_SHARING_POLICY:-shared}
+SHOALD_ARGS=${SHOALD_ARGS:---v=1}
+
+# Deadlines (seconds) for readiness polls.
+SHOAL_READY_TIMEOUT=${SHOAL_READY_TIMEOUT:-30}
+
+declare -a SHOAL__PIDS=()        # every background process we started
+declare -A SHOAL__PIDNAME=()     # pid -> name (for messages)
+declare -A NODE_DIR=() NODE_STORE=() NODE_CTRD_PID=() NODE_SHOALD_PID=()
+SHOAL__FAILED=0
+SHOAL__CLEANED=0
+
+# ---------------------------------------------------------------- messages
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
+
+step() { printf '\n%s === %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
+
+fail() {
+  SHOAL__FAILED=1
+  printf '\nFAIL: %s\n' "$*" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------- assertions
+
+assert_eq() { # EXPECTED ACTUAL WHAT
+  if [[ "$1" != "$2" ]]; then
+    fail "$3: expected [$1], got [$2]"
+  fi
+}
+
+assert_ne() { # UNEXPECTED ACTUAL WHAT
+  if [[ "$1" == "$2" ]]; then
+    fail "$3: did not expect [$1]"
+  fi
+}
+
+assert_contains() { # HAYSTACK NEEDLE WHAT
+  if [[ "$1" != *"$2"* ]]; then
+    fail "$3: [$2] not found in output:
+$1"
+  fi
+}
+
+assert_not_contains() { # HAYSTACK NEEDLE WHAT
+  if [[ "$1" == *"$2"* ]]; then
+    fail "$3: [$2] unexpectedly found in output:
+$1"
+  fi
+}
+
+assert_file() { [[ -f "$1" ]] || fail "${2:-file}: $1 does not exist"; }
+assert_no_file() { [[ ! -e "$1" ]] || fail "${2:-file}: $1 still exists"; }
+
+assert_ge() { # A B WHAT: A >= B (integers)
+  (($1 >= $2)) || fail "$3: expected >= $2, got $1"
+}
+
+# assert_same_file EXPECTED ACTUAL WHAT: byte-for-byte equality.
+assert_same_file() {
+  if ! cmp -s "$1" "$2"; then
+    local first
+    first=$(cmp "$1" "$2" 2>&1 | head -1 || true)
+    fail "$3: bytes differ
+  expected $1: $(stat -c %s "$1" 2>/dev/null || echo missing) bytes, sha256 $(sha256sum <"$1" 2>/dev/null | cut -c1-64)
+  actual   $2: $(stat -c %s "$2" 2>/dev/null || echo missing) bytes, sha256 $(sha256sum <"$2" 2>/dev/null | cut -c1-64)
+  cmp: $first"
+  fi
+}
+
+# run_ok WHAT CMD...: run a command, fail with its output if it fails.
+# Its combined output is left in $RUN_OUT.
+run_ok() {
+  local what=$1
+  shift
+  local rc=0
+  RUN_OUT=$("$@" 2>&1) || rc=$?
+  if ((rc != 0)); then
+    fail "$what: command failed with exit $rc: $*
+$RUN_OUT"
+  fi
+}
+
+# ---------------------------------------------------------------- polling
+
+# wait_for WHAT TIMEOUT CMD...: poll CMD (every 50 ms) until it succeeds.
+wait_for() {
+  local what=$1 timeout=$2
+  shift 2
+  local deadline=$(($(now_ms) + timeout * 1000))
+  while ! "$@" >/dev/null 2>&1; do
+    if (($(now_ms) > deadline)); then
+      fail "timed out after ${timeout}s waiting for $what (last try: $*)"
+    fi
+    sleep 0.05
+  done
+}
+
+# alive PID: is the process still running (and not a zombie)?
+alive() {
+  local st
+  st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n "$st" && "$st" != Z ]]
+}
+
+# wait_for_proc WHAT TIMEOUT PID CMD...: like wait_for, but fails at once
+# (with the log's tail) if process PID dies meanwhile.
+wait_for_proc() {
+  local what=$1 timeout=$2 pid=$3
+  shift 3
+  local deadline=$(($(now_ms) + timeout * 1000))
+  while ! "$@" >/dev/null 2>&1; do
+    if ! alive "$pid"; then
+      fail "${SHOAL__PIDNAME[$pid]:-process $pid} exited while waiting for $what"
+    fi
+    if (($(now_ms) > deadline)); then
+      fail "timed out after ${timeout}s waiting for $what (last try: $*)"
+    fi
+    sleep 0.05
+  done
+}
+
+# ---------------------------------------------------------------- processes
+
+# spawn NAME LOGFILE CMD...: start CMD in the background, record its pid in
+# $SPAWN_PID. stdout and stderr go to LOGFILE.
+spawn() {
+  local name=$1 logf=$2
+  shift 2
+  log "start $name: $*"
+  "$@" >>"$logf" 2>&1 </dev/null &
+  SPAWN_PID=$!
+  SHOAL__PIDS+=("$SPAWN_PID")
+  SHOAL__PIDNAME[$SPAWN_PID]=$name
+}
+
+# stop_pid PID [TIMEOUT]: SIGTERM, wait for exit, SIGKILL after TIMEOUT s.
+# Returns the process's exit status (0 if it was already reaped).
+stop_pid() {
+  local pid=$1 timeout=${2:-10} rc=0
+  [[ -n "$pid" ]] || return 0
+  if alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$(($(now_ms) + timeout * 1000))
+    while alive "$pid" && (($(now_ms) < deadline)); do sleep 0.05; done
+    if alive "$pid"; then
+      log "${SHOAL__PIDNAME[$pid]:-$pid} ignored SIGTERM for ${timeout}s, sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || rc=$?
+  return $rc
+}
+
+# ---------------------------------------------------------------- setup
+
+# Locate a binary built by Bazel: explicit variable, runfiles, bazel-bin.
+find_bazel_bin() { # VAR_VALUE RELPATH
+  local explicit=$1 rel=$2 c
+  for c in "$explicit" \
+    "${TEST_SRCDIR:-/nonexistent}/shoal/$rel" \
+    "${RUNFILES_DIR:-/nonexistent}/shoal/$rel" \
+    "$SHOAL_LIB_DIR/../$rel" \
+    "$SHOAL_LIB_DIR/../bazel-bin/$rel"; do
+    if [[ -n "$c" && -x "$c" && ! -d "$c" ]]; then
+      echo "$c"
+      return 0
+    fi
+  done
+  return 1
+}
+
+shoal_init() {
+  [[ $(id -u) == 0 ]] || fail "integration tests need root (containerd, mounts)"
+  local t
+  for t in containerd ctr runc containerd-shim-runc-v2 docker-registry skopeo curl; do
+    command -v "$t" >/dev/null || fail "$t not found: run ./dev.sh to install the test packages"
+  done
+  # Short base dir: unix socket paths must stay under 108 bytes, and Bazel's
+  # TEST_TMPDIR is long.
+  SHOAL_WORK=$(mktemp -d /tmp/shoal-XXXXXX)
+  chmod 755 "$SHOAL_WORK"
+  if [[ -n "${TEST_TMPDIR:-}" ]]; then
+    ln -sfn "$SHOAL_WORK" "$TEST_TMPDIR/work"
+  fi
+  SHOAL_LOGS=${TEST_UNDECLARED_OUTPUTS_DIR:-$SHOAL_WORK/logs}
+  mkdir -p "$SHOAL_LOGS"
+  SHOAL_ID=${SHOAL_WORK##*-} # unique per run: container ids, namespaces
+  trap 'shoal__on_err $? "$BASH_COMMAND" "${BASH_SOURCE[0]}" $LINENO' ERR
+  trap 'shoal__cleanup' EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  log "work dir $SHOAL_WORK, logs in $SHOAL_LOGS, store $SHOAL_STORE, snapshotter $SHOAL_SNAPSHOTTER"
+}
+
+shoal__on_err() {
+  SHOAL__FAILED=1
+  printf '\nFAIL: command exited %s at %s:%s: %s\n' "$1" "$3" "$4" "$2" >&2
+}
+
+# The binaries are looked up lazily, so that builtin-only runs work before
+# shoald exists.
+shoald_bin() {
+  find_bazel_bin "${SHOALD:-}" plugin/shoald ||
+    fail "shoald not found (build it: bazel build //plugin:shoald, or set SHOALD=)"
+}
+
+probe_bin() { find_bazel_bin "${SHOAL_HEALTH_PROBE:-}" plugin/shoal_health_probe; }
+
+# ---------------------------------------------------------------- registry
+
+free_port() {
+  "$SHOAL_PYTHON" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+# registry_start: sets REGISTRY_PORT, REGISTRY (host:port), REGISTRY_LOG.
+registry_start() {
+  local dir=$SHOAL_WORK/registry
+  mkdir -p "$dir/data"
+  REGISTRY_PORT=$(free_port)
+  REGISTRY=127.0.0.1:$REGISTRY_PORT
+  REGISTRY_LOG=$SHOAL_LOGS/registry.log
+  cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+  formatter: text
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: $REGISTRY
+EOF
+  spawn registry "$REGISTRY_LOG" docker-registry serve "$dir/config.yml"
+  REGISTRY_PID=$SPAWN_PID
+  wait_for_proc "registry on $REGISTRY" "$SHOAL_READY_TIMEOUT" "$REGISTRY_PID" \
+    curl -fsS "http://$REGISTRY/v2/"
+  log "registry ready on $REGISTRY"
+}
+
+# registry_blob_gets DIGEST: how many GETs of that blob the registry served.
+registry_blob_gets() {
+  grep -c "\"GET /v2/[^ ]*/blobs/$1 " "$REGISTRY_LOG" || true
+}
+
+# proxy_start NAME RATE: throttling proxy in front of the registry; sets
+# PROXY_PORT, PROXY (host:port), PROXY_PID, PROXY_LOG.
+proxy_start() {
+  local name=$1 rate=$2
+  PROXY_LOG=$SHOAL_LOGS/$name.log
+  local pf=$SHOAL_WORK/$name.port
+  rm -f "$pf"
+  spawn "$name" "$PROXY_LOG" "$SHOAL_PYTHON" "$SHOAL_PROXY" --upstream "$REGISTRY" \
+    --rate "$rate" --port-file "$pf" --log "$PROXY_LOG"
+  PROXY_PID=$SPAWN_PID
+  wait_for_proc "$name port file" "$SHOAL_READY_TIMEOUT" "$PROXY_PID" test -s "$pf"
+  PROXY_PORT=$(<"$pf")
+  PROXY=127.0.0.1:$PROXY_PORT
+  wait_for_proc "$name on $PROXY" "$SHOAL_READY_TIMEOUT" "$PROXY_PID" curl -fsS "http://$PROXY/v2/"
+}
+
+# ---------------------------------------------------------------- images
+
+# image_make NAME MKIMAGE_ARGS...: OCI layout in $SHOAL_WORK/images/NAME,
+# description (mkimage.py's JSON) in $SHOAL_WORK/images/NAME.json.
+image_make() {
+  local name=$1
+  shift
+  mkdir -p "$SHOAL_WORK/images"
+  "$SHOAL_PYTHON" "$SHOAL_MKIMAGE" --out "$SHOAL_WORK/images/$name" --tag "$name" "$@" \
+    >"$SHOAL_WORK/images/$name.json"
+}
+
+image_json() { echo "$SHOAL_WORK/images/$1.json"; }
+image_layout() { echo "$SHOAL_WORK/images/$1"; }
+
+# image_field NAME JQ_FILTER
+image_field() { jq -r "$2" "$(image_json "$1")"; }
+
+# image_blobs NAME: "digest size" per line, manifest first.
+image_blobs() { jq -r '.blobs[] | "\(.digest) \(.size)"' "$(image_json "$1")"; }
+
+# image_push NAME REPO: push tag NAME of the layout to $REGISTRY/REPO:NAME.
+image_push() {
+  local name=$1 repo=$2
+  run_ok "push $name" skopeo --insecure-policy copy --quiet --preserve-digests \
+    --dest-tls-verify=false "oci:$(image_layout "$name"):$name" "docker://$REGISTRY/$repo:$name"
+  # The registry must serve the manifest we generated, byte for byte.
+  local got
+  got=$(curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://$REGISTRY/v2/$repo/manifests/$name" | sha256sum | cut -c1-64)
+  assert_eq "$(image_field "$name" .manifest)" "sha256:$got" "manifest digest served by the registry for $repo:$name"
+}
+
+# ---------------------------------------------------------------- nodes
+
+# node_start NODE [STORE]: containerd with its own root/state/socket, and with
+# STORE=shoal a shoald serving content to it. Sets NODE_* entries.
+node_start() {
+  local n=$1 store=${2:-$SHOAL_STORE}
+  local d=$SHOAL_WORK/$n
+  mkdir -p "$d/root" "$d/state" "$d/opt"
+  NODE_DIR[$n]=$d
+  NODE_STORE[$n]=$store
+  local disabled='"io.containerd.grpc.v1.cri"'
+  local proxy=""
+  case $store in
+  builtin) ;;
+  shoal)
+    disabled+=', "io.containerd.content.v1.content"'
+    proxy="[proxy_plugins]
+  [proxy_plugins.shoal]
+    type = \"content\"
+    address = \"$d/shoal.sock\""
+    ;;
+  *) fail "unknown store $store (want builtin or shoal)" ;;
+  esac
+  cat >"$d/config.toml" <<EOF
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = [$disabled]
+
+[grpc]
+  address = "$d/c.sock"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+
+[plugins."io.containerd.metadata.v1.bolt"]
+  content_sharing_policy = "$SHOAL_SHARING_POLICY"
+
+$proxy
+EOF
+  cp "$d/config.toml" "$SHOAL_LOGS/$n-containerd-$store.toml"
+  if [[ $store == shoal ]]; then
+    shoald_start "$n"
+  fi
+  rm -f "$d/c.sock"
+  spawn "$n/containerd" "$SHOAL_LOGS/$n-containerd.log" \
+    containerd --config "$d/config.toml" --log-level debug
+  NODE_CTRD_PID[$n]=$SPAWN_PID
+  wait_for_proc "$n containerd on $d/c.sock" "$SHOAL_READY_TIMEOUT" "$SPAWN_PID" \
+    ctr --address "$d/c.sock" version
+  local plugins
+  plugins=$(ctr --address "$d/c.sock" plugins ls)
+  if [[ $store == shoal ]]; then
+    grep -Eq '^io\.containerd\.content\.v1[[:space:]]+shoal[[:space:]].*[[:space:]]ok[[:space:]]*$' <<<"$plugins" ||
+      fail "$n: containerd does not list the shoal content plugin as ok:
+$plugins"
+    if grep -Eq '^io\.containerd\.content\.v1[[:space:]]+content[[:space:]]' <<<"$plugins"; then
+      fail "$n: the built-in content store is still loaded next to shoal:
+$plugins"
+    fi
+  else
+    grep -Eq '^io\.containerd\.content\.v1[[:space:]]+content[[:space:]].*[[:space:]]ok[[:space:]]*$' <<<"$plugins" ||
+      fail "$n: the built-in content store is not ok:
+$plugins"
+  fi
+  grep -Eq "^io\.containerd\.snapshotter\.v1[[:space:]]+$SHOAL_SNAPSHOTTER[[:space:]].*[[:space:]]ok[[:space:]]*$" <<<"$plugins" ||
+    fail "$n: snapshotter $SHOAL_SNAPSHOTTER is not available:
+$(grep snapshotter <<<"$plugins")"
+  log "$n: containerd ready ($store store), root $d/root"
+}
+
+node_content_root() { echo "${NODE_DIR[$1]}/root/io.containerd.content.v1.content"; }
+
+# shoald_start NODE: shoald on NODE's socket, rooted where the built-in store
+# keeps its files, so the two can be swapped on one containerd root.
+shoald_start() {
+  local n=$1 d=${NODE_DIR[$1]}
+  local bin
+  bin=$(shoald_bin)
+  local root
+  root=$(node_content_root "$n")
+  mkdir -p "$root"
+  rm -f "$d/shoal.sock"
+  # shellcheck disable=SC2086
+  spawn "$n/shoald" "$SHOAL_LOGS/$n-shoald.log" \
+    "$bin" --socket="$d/shoal.sock" --root="$root" --logtostderr $SHOALD_ARGS
+  NODE_SHOALD_PID[$n]=$SPAWN_PID
+  local probe
+  if probe=$(probe_bin); then
+    wait_for_proc "$n shoald health SERVING" "$SHOAL_READY_TIMEOUT" "$SPAWN_PID" \
+      "$probe" --socket="$d/shoal.sock"
+  else
+    log "no shoal_health_probe binary; waiting for the socket file only"
+    wait_for_proc "$n shoald socket" "$SHOAL_READY_TIMEOUT" "$SPAWN_PID" test -S "$d/shoal.sock"
+  fi
+  log "$n: shoald ready on $d/shoal.sock, root $root"
+}
+
+# shoald_stop NODE: SIGTERM; fails if shoald does not exit cleanly.
+shoald_stop() {
+  local n=$1 pid=${NODE_SHOALD_PID[$1]:-} rc=0
+  [[ -n "$pid" ]] || return 0
+  stop_pid "$pid" 10 || rc=$?
+  NODE_SHOALD_PID[$n]=""
+  ((rc == 0)) || fail "$n: shoald exited with status $rc on SIGTERM (see $SHOAL_LOGS/$n-shoald.log)"
+}
+
+# shoald_kill NODE: SIGKILL, as a crash would.
+shoald_kill() {
+  local n=$1 pid=${NODE_SHOALD_PID[$1]:-}
+  [[ -n "$pid" ]] || fail "$n: no shoald to kill"
+  kill -KILL "$pid"
+  wait "$pid" 2>/dev/null || true
+  NODE_SHOALD_PID[$n]=""
+  log "$n: shoald killed with SIGKILL"
+}
+
+# node_stop NODE: stop containerd (after its containers), then shoald.
+node_stop() {
+  local n=$1
+  node__kill_containers "$n"
+  local pid=${NODE_CTRD_PID[$n]:-}
+  if [[ -n "$pid" ]]; then
+    stop_pid "$pid" 15 || true
+    NODE_CTRD_PID[$n]=""
+  fi
+  if [[ ${NODE_STORE[$n]} == shoal ]]; then
+    shoald_stop "$n"
+  fi
+  log "$n: stopped"
+}
+
+nctr() {
+  local n=$1
+  shift
+  ctr --address "${NODE_DIR[$n]}/c.sock" "$@"
+}
+
+# pull NODE NAMESPACE REF [ctr pull args]: plain-http pull with unpack.
+pull() {
+  local n=$1 ns=$2 ref=$3
+  shift 3
+  local t0 rc=0
+  t0=$(now_ms)
+  RUN_OUT=$(timeout 300 ctr --address "${NODE_DIR[$n]}/c.sock" -n "$ns" images pull --plain-http \
+    --snapshotter "$SHOAL_SNAPSHOTTER" "$@" "$ref" 2>&1) || rc=$?
+  PULL_MS=$(($(now_ms) - t0))
+  if ((rc != 0)); then
+    fail "$n: ctr -n $ns images pull $ref failed (exit $rc) after ${PULL_MS} ms:
+$RUN_OUT"
+  fi
+  log "$n: pulled $ref into namespace $ns in ${PULL_MS} ms"
+}
+
+# run_container NODE NAMESPACE REF CMD...: ctr run --rm; output in $RUN_OUT.
+RUN_SEQ=0
+run_container() {
+  local n=$1 ns=$2 ref=$3
+  shift 3
+  RUN_SEQ=$((RUN_SEQ + 1))
+  local id=shoal-$SHOAL_ID-$RUN_SEQ rc=0
+  RUN_OUT=$(timeout 120 ctr --address "${NODE_DIR[$n]}/c.sock" -n "$ns" run --rm \
+    --snapshotter "${RUN_SNAPSHOTTER:-$SHOAL_SNAPSHOTTER}" "$ref" "$id" "$@" 2>&1) || rc=$?
+  if ((rc != 0)); then
+    fail "$n: ctr run $ref $* failed (exit $rc):
+$RUN_OUT"
+  fi
+}
+
+# check_run NODE NAMESPACE REF IMAGE: `ctr run --rm` a busybox image and check
+# what it prints: an echo, the marker file, and the sha256 of every random
+# data file (so every layer's unpacked contents are checked too).
+check_run() {
+  local n=$1 ns=$2 ref=$3 img=$4
+  run_container "$n" "$ns" "$ref" /bin/busybox sh -c \
+    'echo "hello from $(uname -s)"; cat /etc/shoal-image; for f in /data/*.bin; do [ -f "$f" ] && sha256sum "$f"; done; true'
+  local expect path sum
+  expect=$(printf 'hello from Linux\nshoal test image\n')
+  while read -r path sum; do
+    expect+=$'\n'"$sum  $path"
+  done < <(jq -r '.files | sort_by(.path)[] | "\(.path) \(.sha256)"' "$(image_json "$img")")
+  assert_eq "$expect" "$RUN_OUT" "$n: output of the container started from $ref in namespace $ns"
+  log "$n: container from $ref ran and printed what it should"
+}
+
+# check_mount NODE NAMESPACE REF IMAGE [SNAPSHOTTER]: mount the image's rootfs
+# with `ctr images mount` (which unpacks it for SNAPSHOTTER if needed) and
+# check the files on the host: busybox, marker and random files.
+MOUNT_SEQ=0
+check_mount() {
+  local n=$1 ns=$2 ref=$3 img=$4 snap=${5:-$SHOAL_SNAPSHOTTER}
+  MOUNT_SEQ=$((MOUNT_SEQ + 1))
+  local dir=$SHOAL_WORK/mnt$MOUNT_SEQ
+  mkdir -p "$dir"
+  run_ok "$n: ctr images mount $ref ($snap)" timeout 120 \
+    ctr --address "${NODE_DIR[$n]}/c.sock" -n "$ns" images mount --snapshotter "$snap" "$ref" "$dir"
+  if [[ $(image_field "$img" .busybox) == true ]]; then
+    assert_same_file /bin/busybox "$dir/bin/busybox" "$n: /bin/busybox unpacked from $ref ($snap)"
+    assert_eq "shoal test image" "$(cat "$dir/etc/shoal-image")" "$n: /etc/shoal-image unpacked from $ref"
+  fi
+  local path sum size
+  while read -r path size sum; do
+    assert_eq "$sum" "$(sha256sum <"$dir$path" | cut -c1-64)" "$n: sha256 of $path unpacked from $ref ($snap)"
+  done < <(jq -r '.files[] | "\(.path) \(.size) \(.sha256)"' "$(image_json "$img")")
+  run_ok "$n: ctr images unmount $dir" timeout 60 \
+    ctr --address "${NODE_DIR[$n]}/c.sock" -n "$ns" images unmount --rm "$dir"
+  log "$n: unpacked files of $ref ($snap) are correct"
+}
+
+# verify_blobs NODE NAMESPACE IMAGE: every blob of IMAGE read back with
+# `ctr content get` equals the generated blob, byte for byte.
+verify_blobs() {
+  local n=$1 ns=$2 img=$3
+  local digest size out=$SHOAL_WORK/get.$$ count=0
+  while read -r digest size; do
+    local rc=0
+    ctr --address "${NODE_DIR[$n]}/c.sock" -n "$ns" content get "$digest" >"$out" 2>"$out.err" || rc=$?
+    ((rc == 0)) || fail "$n: ctr -n $ns content get $digest failed (exit $rc): $(cat "$out.err")"
+    assert_eq "$size" "$(stat -c %s "$out")" "$n: size of $digest read back from namespace $ns"
+    assert_same_file "$(image_layout "$img")/blobs/sha256/${digest#sha256:}" "$out" \
+      "$n: content of $digest read back from namespace $ns"
+    count=$((count + 1))
+  done < <(image_blobs "$img")
+  rm -f "$out" "$out.err"
+  log "$n: all $count blobs of $img read back intact from namespace $ns"
+}
+
+# assert_blobs_on_disk NODE IMAGE: every blob of IMAGE is a file in the
+# node's content root (containerd's layout), with the right size.
+assert_blobs_on_disk() {
+  local n=$1 img=$2 root digest size
+  root=$(node_content_root "$n")
+  while read -r digest size; do
+    local f=$root/blobs/sha256/${digest#sha256:}
+    assert_file "$f" "$n: blob of $img in the content root"
+    assert_eq "$size" "$(stat -c %s "$f")" "$n: size of $f"
+  done < <(image_blobs "$img")
+}
+
+assert_no_blobs_on_disk() {
+  local n=$1 img=$2 root digest size
+  root=$(node_content_root "$n")
+  while read -r digest size; do
+    assert_no_file "$root/blobs/sha256/${digest#sha256:}" "$n: blob of $img after garbage collection"
+  done < <(image_blobs "$img")
+}
+
+# ---------------------------------------------------------------- cleanup
+
+# Kill and delete every task in every namespace of NODE (best effort).
+node__kill_containers() {
+  local n=$1 sock=${NODE_DIR[$1]}/c.sock ns id
+  [[ -S "$sock" && -n "${NODE_CTRD_PID[$n]:-}" ]] || return 0
+  for ns in $(timeout 10 ctr --address "$sock" namespaces ls -q 2>/dev/null || true); do
+    for id in $(timeout 10 ctr --address "$sock" -n "$ns" tasks ls -q 2>/dev/null || true); do
+      log "$n: killing leftover task $ns/$id"
+      timeout 10 ctr --address "$sock" -n "$ns" tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+      timeout 10 ctr --address "$sock" -n "$ns" tasks delete -f "$id" >/dev/null 2>&1 || true
+    done
+    for id in $(timeout 10 ctr --address "$sock" -n "$ns" containers ls -q 2>/dev/null || true); do
+      timeout 10 ctr --address "$sock" -n "$ns" containers delete "$id" >/dev/null 2>&1 || true
+    done
+  done
+}
+
+# pids of processes whose command line mentions the work dir (shims started
+# by our containerds carry "-address $SHOAL_WORK/...").
+shoal__stray_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$SHOAL_WORK/"; then
+      echo "${p#/proc/}"
+    fi
+  done
+}
+
+shoal__cleanup() {
+  local rc=$?
+  ((SHOAL__CLEANED)) && return
+  SHOAL__CLEANED=1
+  trap - ERR
+  set +eE
+  ((rc != 0)) && SHOAL__FAILED=1
+  local n pid
+  for n in "${!NODE_DIR[@]}"; do
+    node__kill_containers "$n"
+  done
+  for pid in "${SHOAL__PIDS[@]}"; do
+    if alive "$pid"; then
+      stop_pid "$pid" 10
+    fi
+  done
+  # Runc containers of our namespaces whose bundle is under the work dir.
+  local rr id bundle
+  for rr in /run/containerd/runc/*; do
+    [[ -d $rr ]] || continue
+    while read -r id _ _ _ bundle _; do
+      [[ $bundle == "$SHOAL_WORK/"* ]] || continue
+      log "killing leftover runc container $id"
+      runc --root "$rr" kill "$id" KILL 2>/dev/null
+      runc --root "$rr" delete --force "$id" 2>/dev/null
+    done < <(runc --root "$rr" list 2>/dev/null | tail -n +2)
+  done
+  for pid in $(shoal__stray_pids); do
+    [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+    log "killing leftover process $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-150)"
+    kill -KILL "$pid" 2>/dev/null
+  done
+  # Mounts under the work dir, deepest first.
+  local m
+  for m in $(awk -v w="$SHOAL_WORK/" 'index($2, w) == 1 {print $2}' /proc/self/mounts | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+  done
+  if ((SHOAL__FAILED)); then
+    local f
+    printf '\n---- test failed; last lines of each log (full logs in %s) ----\n' "$SHOAL_LOGS" >&2
+    for f in "$SHOAL_LOGS"/*.log; do
+      [[ -f $f ]] || continue
+      printf '\n-- %s --\n' "${f##*/}" >&2
+      tail -n 25 "$f" >&2
+    done
+  fi
+  if [[ -n "${SHOAL_KEEP:-}" ]]; then
+    log "keeping $SHOAL_WORK"
+  elif [[ -n "${SHOAL_WORK:-}" && -d $SHOAL_WORK ]]; then
+    if [[ $SHOAL_LOGS == "$SHOAL_WORK"/* ]] && ((SHOAL__FAILED)); then
+      # No Bazel outputs dir: keep the logs somewhere after the work dir goes.
+      local keep
+      keep=$(mktemp -d /tmp/shoal-logs-XXXXXX)
+      cp -a "$SHOAL_LOGS/." "$keep/"
+      log "logs kept in $keep"
+    fi
+    rm -rf "$SHOAL_WORK"
+    [[ -n "${TEST_TMPDIR:-}" ]] && rm -f "$TEST_TMPDIR/work"
+  fi
+  if ((SHOAL__FAILED)); then
+    exit $((rc == 0 ? 1 : rc))
+  fi
+  exit "$rc"
+}

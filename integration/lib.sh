@@ -21,8 +21,12 @@
 #   SHOALD_ARGS                 extra shoald flags (default --v=1)
 #   SHOAL_KEEP=1                keep the work dir after the run
 #   SHOAL_SHARING_POLICY        containerd content_sharing_policy (shared)
+#   SHOAL_CONTAINERD_LOG_LEVEL  containerd --log-level (debug)
 
 set -eEuo pipefail
+
+# Bazel's test environment may have a minimal PATH; runc is in /usr/sbin.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 SHOAL_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SHOAL_PYTHON=/usr/bin/python3
@@ -32,6 +36,7 @@ SHOAL_STORE=${SHOAL_STORE:-shoal}
 SHOAL_SNAPSHOTTER=${SHOAL_SNAPSHOTTER:-overlayfs}
 SHOAL_SHARING_POLICY=${SHOAL_SHARING_POLICY:-shared}
 SHOALD_ARGS=${SHOALD_ARGS:---v=1}
+SHOAL_CONTAINERD_LOG_LEVEL=${SHOAL_CONTAINERD_LOG_LEVEL:-debug}
 
 # Deadlines (seconds) for readiness polls.
 SHOAL_READY_TIMEOUT=${SHOAL_READY_TIMEOUT:-30}
@@ -383,7 +388,7 @@ EOF
   fi
   rm -f "$d/c.sock"
   spawn "$n/containerd" "$SHOAL_LOGS/$n-containerd.log" \
-    containerd --config "$d/config.toml" --log-level debug
+    containerd --config "$d/config.toml" --log-level "$SHOAL_CONTAINERD_LOG_LEVEL"
   NODE_CTRD_PID[$n]=$SPAWN_PID
   wait_for_proc "$n containerd on $d/c.sock" "$SHOAL_READY_TIMEOUT" "$SPAWN_PID" \
     ctr --address "$d/c.sock" version
@@ -469,6 +474,17 @@ node_stop() {
   log "$n: stopped"
 }
 
+# node_destroy NODE: stop it and delete its directory (root, state, ...).
+node_destroy() {
+  local n=$1 d=${NODE_DIR[$1]} m
+  node_stop "$n"
+  for m in $(awk -v w="$d/" 'index($2, w) == 1 {print $2}' /proc/self/mounts | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m"
+  done
+  rm -rf "$d"
+  unset "NODE_DIR[$n]" "NODE_STORE[$n]" "NODE_CTRD_PID[$n]" "NODE_SHOALD_PID[$n]"
+}
+
 nctr() {
   local n=$1
   shift
@@ -544,6 +560,27 @@ check_mount() {
   run_ok "$n: ctr images unmount $dir" timeout 60 \
     ctr --address "${NODE_DIR[$n]}/c.sock" -n "$ns" images unmount --rm "$dir"
   log "$n: unpacked files of $ref ($snap) are correct"
+}
+
+# remove_snapshots NODE NAMESPACE SNAPSHOTTER: delete every snapshot of that
+# snapshotter (leaves first), so that the next use of an image unpacks it again.
+remove_snapshots() {
+  local n=$1 ns=$2 snap=$3 deadline
+  deadline=$(($(now_ms) + 30000))
+  while :; do
+    local list keys parents k
+    list=$(nctr "$n" -n "$ns" snapshots --snapshotter "$snap" ls | tail -n +2)
+    [[ -n $list ]] || break
+    keys=$(awk '{print $1}' <<<"$list")
+    parents=$(awk 'NF == 3 {print $2}' <<<"$list")
+    for k in $keys; do
+      if ! grep -qxF "$k" <<<"$parents"; then
+        nctr "$n" -n "$ns" snapshots --snapshotter "$snap" rm "$k" >/dev/null
+      fi
+    done
+    (($(now_ms) < deadline)) || fail "$n: could not remove the $snap snapshots:
+$list"
+  done
 }
 
 # verify_blobs NODE NAMESPACE IMAGE: every blob of IMAGE read back with

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Pull benchmark: a 1 GiB image (4 uncompressed layers of 256 MiB random data)
+# pulled with unpack from a loopback registry, through containerd's built-in
+# content store and through shoald, alternating, BENCH_ROUNDS times each
+# (default 3), each time on a fresh containerd root. Prints every pull, the
+# medians and the ratio shoald / built-in.
+#
+#   bazel run //integration:bench_pull
+#   integration/bench_pull.sh     (after bazel build //plugin:shoald //plugin:shoal_health_probe)
+#
+# Knobs: BENCH_ROUNDS (3), BENCH_LAYERS (4), BENCH_LAYER_SIZE (256m).
+# Disk: about 3 GiB at peak (registry copy, one node's blobs and snapshots);
+# the OCI layout is deleted once pushed, each node's root after its pull.
+
+shoal__find_lib() {
+  local d
+  for d in "${RUNFILES_DIR:-/nonexistent}/shoal/integration" "$0.runfiles/shoal/integration" \
+    "$(dirname "$0")" "$PWD/integration"; do
+    if [[ -f $d/lib.sh ]]; then
+      echo "$d/lib.sh"
+      return
+    fi
+  done
+  echo "bench_pull.sh: lib.sh not found" >&2
+  exit 1
+}
+source "$(shoal__find_lib)"
+
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+BENCH_LAYERS=${BENCH_LAYERS:-4}
+BENCH_LAYER_SIZE=${BENCH_LAYER_SIZE:-256m}
+# Quiet components: logging is not what is measured.
+SHOAL_CONTAINERD_LOG_LEVEL=${SHOAL_CONTAINERD_LOG_LEVEL:-warn}
+SHOALD_ARGS=${SHOALD_ARGS:---v=0}
+
+shoal_init
+free_mib=$(df -m --output=avail "$SHOAL_WORK" | tail -1)
+((free_mib > 4096)) || fail "bench_pull needs ~4 GiB free under /tmp, only $free_mib MiB available"
+shoald_bin >/dev/null # fail early if it is missing
+
+registry_start
+layers=()
+for ((i = 0; i < BENCH_LAYERS; i++)); do layers+=(--layer "$BENCH_LAYER_SIZE"); done
+t0=$(now_ms)
+image_make bench "${layers[@]}" --seed 4242
+total=$(image_field bench .total_size)
+log "generated $BENCH_LAYERS x $BENCH_LAYER_SIZE image ($total bytes) in $(($(now_ms) - t0)) ms"
+t0=$(now_ms)
+image_push bench shoal/bench
+log "pushed in $(($(now_ms) - t0)) ms"
+rm -rf "$(image_layout bench)" # keep disk tidy: the registry has it now
+REF=$REGISTRY/shoal/bench:bench
+
+results=$SHOAL_WORK/results.txt
+: >"$results"
+printf '\n%-6s %-8s %10s %10s\n' round store "pull ms" "MiB/s"
+for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+  # Alternate which store goes first, so neither always runs on a warmer machine.
+  if ((r % 2)); then order=(builtin shoal); else order=(shoal builtin); fi
+  for store in "${order[@]}"; do
+    n=r$r-$store
+    node_start "$n" "$store" 2>/dev/null
+    pull "$n" default "$REF" 2>/dev/null
+    ms=$PULL_MS
+    # containerd checked every digest at commit; make sure everything is there.
+    assert_blobs_on_disk "$n" bench
+    node_destroy "$n" 2>/dev/null
+    echo "$store $ms" >>"$results"
+    printf '%-6s %-8s %10d %10.1f\n' "$r" "$store" "$ms" "$(awk -v b="$total" -v ms="$ms" 'BEGIN {print b / 1048576 / (ms / 1000)}')"
+  done
+done
+
+"$SHOAL_PYTHON" - "$results" "$total" <<'EOF'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    store, ms = line.split()
+    runs.setdefault(store, []).append(int(ms))
+total = int(sys.argv[2])
+med = {s: statistics.median(v) for s, v in runs.items()}
+print()
+for s in ("builtin", "shoal"):
+    print("median %-8s %8.0f ms  (%.1f MiB/s, runs: %s)" % (
+        s, med[s], total / 1048576 / (med[s] / 1000), " ".join(map(str, runs[s]))))
+print("ratio shoald/builtin: %.2f  (> 1 means shoald is slower)" % (med["shoal"] / med["builtin"]))
+EOF

@@ -1,6 +1,7 @@
 #include "plugin/content_service.h"
 
 #include <glog/logging.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 
 #include <algorithm>
 #include <utility>
@@ -172,6 +173,92 @@ class WriteSession {
   std::unique_ptr<IngestWriter> writer_;
 };
 
+// A Read that fails before any data: finishes at once with `status`.
+class FinishedReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  explicit FinishedReactor(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+// Encodes the ReadContentResponse fields that precede the data bytes:
+// offset (field 1, varint) and the tag and length of data (field 2), so the
+// data can follow as its own slice.
+std::string EncodeReadHeader(int64_t offset, size_t length) {
+  std::string out;
+  auto varint = [&out](uint64_t v) {
+    while (v >= 0x80) {
+      out.push_back(static_cast<char>(v | 0x80));
+      v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+  };
+  if (offset != 0) {
+    out.push_back(0x08);
+    varint(static_cast<uint64_t>(offset));
+  }
+  out.push_back(0x12);
+  varint(length);
+  return out;
+}
+
+// Streams [offset, offset + length) of a blob in kReadChunkBytes messages.
+// Each chunk is read straight into a gRPC slice, which the transport sends
+// without another copy.
+class ReadReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  ReadReactor(std::unique_ptr<BlobReader> reader, int64_t offset,
+              int64_t length)
+      : reader_(std::move(reader)), offset_(offset), remaining_(length) {
+    SendNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::CANCELLED);  // The client went away.
+      return;
+    }
+    SendNext();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void SendNext() {
+    if (remaining_ == 0) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    size_t want = std::min<int64_t>(remaining_, kReadChunkBytes);
+    grpc::Slice data(grpc_slice_malloc(want), grpc::Slice::STEAL_REF);
+    absl::StatusOr<size_t> got = reader_->ReadAt(
+        offset_, reinterpret_cast<char*>(const_cast<uint8_t*>(data.begin())),
+        want);
+    if (!got.ok()) {
+      Finish(Reject("Read", got.status()));
+      return;
+    }
+    if (*got == 0) {  // Shorter than its size: truncated underneath us.
+      Finish(grpc::Status::OK);
+      return;
+    }
+    grpc::Slice slices[2] = {grpc::Slice(EncodeReadHeader(offset_, *got)),
+                             data.sub(0, *got)};
+    buffer_ = grpc::ByteBuffer(slices, 2);
+    offset_ += *got;
+    remaining_ -= *got;
+    if (remaining_ == 0) {
+      StartWriteAndFinish(&buffer_, grpc::WriteOptions(), grpc::Status::OK);
+    } else {
+      StartWrite(&buffer_);
+    }
+  }
+
+  std::unique_ptr<BlobReader> reader_;
+  int64_t offset_;
+  int64_t remaining_;
+  grpc::ByteBuffer buffer_;
+};
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
@@ -283,42 +370,37 @@ grpc::Status ContentService::Delete(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status ContentService::Read(
-    grpc::ServerContext*, const cv1::ReadContentRequest* req,
-    grpc::ServerWriter<cv1::ReadContentResponse>* writer) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ContentService::Read(
+    grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
   // containerd opens one Read stream per 32 KiB during unpack: no per-call
   // setup beyond one open(2), and logging only at VLOG(2).
+  cv1::ReadContentRequest req;
+  grpc::ByteBuffer copy(*raw);
+  if (!grpc::GenericDeserialize<grpc::ProtoBufferReader,
+                                cv1::ReadContentRequest>(&copy, &req)
+           .ok()) {
+    return new FinishedReactor(Reject(
+        "Read", absl::InvalidArgumentError("malformed ReadContentRequest")));
+  }
   absl::StatusOr<std::unique_ptr<BlobReader>> reader =
-      store_.OpenBlob(req->digest());
-  if (absl::IsNotFound(reader.status())) return ToGrpcStatus(reader.status());
-  if (!reader.ok()) return Reject("Read", reader.status());
+      store_.OpenBlob(req.digest());
+  if (absl::IsNotFound(reader.status())) {
+    return new FinishedReactor(ToGrpcStatus(reader.status()));
+  }
+  if (!reader.ok()) return new FinishedReactor(Reject("Read", reader.status()));
   const int64_t blob_size = (*reader)->size();
-  int64_t offset = std::max<int64_t>(req->offset(), 0);
+  int64_t offset = std::max<int64_t>(req.offset(), 0);
   if (offset > blob_size) {
-    return Reject("Read", absl::OutOfRangeError(absl::StrCat(
-                              "read offset ", offset, " is past the end of ",
-                              req->digest(), " (", blob_size, " bytes)")));
+    return new FinishedReactor(
+        Reject("Read", absl::OutOfRangeError(absl::StrCat(
+                           "read offset ", offset, " is past the end of ",
+                           req.digest(), " (", blob_size, " bytes)"))));
   }
-  int64_t remaining = blob_size - offset;
-  if (req->size() > 0 && req->size() < remaining) remaining = req->size();
-  VLOG(2) << "content: read digest=" << req->digest() << " offset=" << offset
-          << " size=" << remaining;
-
-  cv1::ReadContentResponse resp;
-  std::string* buf = resp.mutable_data();
-  while (remaining > 0) {
-    size_t want = std::min<int64_t>(remaining, kReadChunkBytes);
-    buf->resize(want);
-    absl::StatusOr<size_t> got = (*reader)->ReadAt(offset, buf->data(), want);
-    if (!got.ok()) return Reject("Read", got.status());
-    if (*got == 0) break;  // Shorter than its size: truncated underneath us.
-    buf->resize(*got);
-    resp.set_offset(offset);
-    if (!writer->Write(resp)) return grpc::Status::CANCELLED;
-    offset += *got;
-    remaining -= *got;
-  }
-  return grpc::Status::OK;
+  int64_t length = blob_size - offset;
+  if (req.size() > 0 && req.size() < length) length = req.size();
+  VLOG(2) << "content: read digest=" << req.digest() << " offset=" << offset
+          << " size=" << length;
+  return new ReadReactor(*std::move(reader), offset, length);
 }
 
 grpc::Status ContentService::Status(grpc::ServerContext*,

@@ -26,16 +26,22 @@ namespace shoal::plugin {
 // containerd defaults/defaults.go); a whole small blob may come in one WRITE.
 inline constexpr int kMaxMessageBytes = 16 << 20;
 
-// Bytes per Read response message. Several MiB would save a little per-message
-// overhead on large reads, but 1 MiB matches containerd's own server and keeps
-// each message well under the 16 MiB limit.
+// Bytes per Read response message: 1 MiB, as containerd's own server sends,
+// well under the 16 MiB limit; larger messages measured no faster.
 inline constexpr size_t kReadChunkBytes = 1 << 20;
 
 // Maps an absl::Status to the grpc::Status with the same code and message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
+// Read is served with gRPC's callback API on raw byte buffers: containerd
+// opens one Read stream per 32 KiB while unpacking, and the callback path
+// avoids the sync server's thread hand-offs per call, while raw buffers let
+// file bytes go into the response without a serialization copy. The other
+// RPCs use the sync API.
 class ContentService final
-    : public ::containerd::services::content::v1::Content::Service {
+    : public ::containerd::services::content::v1::Content::
+          WithRawCallbackMethod_Read<
+              ::containerd::services::content::v1::Content::Service> {
  public:
   explicit ContentService(BlobStore* store) : store_(*store) {}
 
@@ -58,12 +64,8 @@ class ContentService final
       grpc::ServerContext* ctx,
       const ::containerd::services::content::v1::DeleteContentRequest* req,
       ::google::protobuf::Empty* resp) override;
-  grpc::Status Read(
-      grpc::ServerContext* ctx,
-      const ::containerd::services::content::v1::ReadContentRequest* req,
-      grpc::ServerWriter<
-          ::containerd::services::content::v1::ReadContentResponse>* writer)
-      override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Read(
+      grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req) override;
   grpc::Status Status(
       grpc::ServerContext* ctx,
       const ::containerd::services::content::v1::StatusRequest* req,

@@ -129,6 +129,7 @@ int Run() {
   CHECK(server.ok()) << server.status();
   int64_t size = FLAGS_size_mb << 20;
   std::string digest = WriteBlob((*server)->store(), size);
+  sync();  // Let writeback finish first: it competes for the CPUs here.
   std::string path = absl::StrCat(dir, "/root/blobs/sha256/", digest.substr(7));
 
   grpc::ChannelArguments args;

@@ -51,9 +51,17 @@ log "pushed in $(($(now_ms) - t0)) ms"
 rm -rf "$(image_layout bench)" # keep disk tidy: the registry has it now
 REF=$REGISTRY/shoal/bench:bench
 
+# go_ms DURATION: a Go duration ("731.2ms", "12.5s", "1m2.5s") in ms.
+go_ms() {
+  "$SHOAL_PYTHON" -c '
+import re, sys
+units = {"h": 3600e3, "m": 60e3, "s": 1e3, "ms": 1, "us": 1e-3, "\u00b5s": 1e-3, "ns": 1e-6}
+print(round(sum(float(v) * units[u] for v, u in re.findall(r"([0-9.]+)(h|ms|m|s|us|\u00b5s|ns)", sys.argv[1]))))' "$1"
+}
+
 results=$SHOAL_WORK/results.txt
 : >"$results"
-printf '\n%-6s %-8s %10s %10s\n' round store "pull ms" "MiB/s"
+printf '\n%-6s %-8s %10s %10s %12s %12s\n' round store "pull ms" "MiB/s" "download ms" "unpack ms"
 for ((r = 1; r <= BENCH_ROUNDS; r++)); do
   # Alternate which store goes first, so neither always runs on a warmer machine.
   if ((r % 2)); then order=(builtin shoal); else order=(shoal builtin); fi
@@ -62,25 +70,37 @@ for ((r = 1; r <= BENCH_ROUNDS; r++)); do
     node_start "$n" "$store" 2>/dev/null
     pull "$n" default "$REF" 2>/dev/null
     ms=$PULL_MS
+    # ctr prints the download's progress ("elapsed: 12.3 s") and then
+    # "unpacking ..." followed by "done: <Go duration>".
+    unpack_ms=$(go_ms "$(grep -a -o 'done: [^[:space:]]*' <<<"$RUN_OUT" | tail -1 | cut -d' ' -f2)")
+    dl_ms=$(grep -a -o 'elapsed: [0-9.]* s' <<<"$RUN_OUT" | tail -1 | awk '{printf "%d", $2 * 1000}')
     # containerd checked every digest at commit; make sure everything is there.
     assert_blobs_on_disk "$n" bench
     node_destroy "$n" 2>/dev/null
-    echo "$store $ms" >>"$results"
-    printf '%-6s %-8s %10d %10.1f\n' "$r" "$store" "$ms" "$(awk -v b="$total" -v ms="$ms" 'BEGIN {print b / 1048576 / (ms / 1000)}')"
+    echo "$store $ms ${dl_ms:-0} ${unpack_ms:-0}" >>"$results"
+    printf '%-6s %-8s %10d %10.1f %12d %12d\n' "$r" "$store" "$ms" \
+      "$(awk -v b="$total" -v ms="$ms" 'BEGIN {print b / 1048576 / (ms / 1000)}')" "${dl_ms:-0}" "${unpack_ms:-0}"
   done
 done
 
 "$SHOAL_PYTHON" - "$results" "$total" <<'EOF'
 import statistics, sys
-runs = {}
+runs, dl, unpack = {}, {}, {}
 for line in open(sys.argv[1]):
-    store, ms = line.split()
+    store, ms, d, u = line.split()
     runs.setdefault(store, []).append(int(ms))
+    dl.setdefault(store, []).append(int(d))
+    unpack.setdefault(store, []).append(int(u))
 total = int(sys.argv[2])
 med = {s: statistics.median(v) for s, v in runs.items()}
 print()
 for s in ("builtin", "shoal"):
-    print("median %-8s %8.0f ms  (%.1f MiB/s, runs: %s)" % (
-        s, med[s], total / 1048576 / (med[s] / 1000), " ".join(map(str, runs[s]))))
+    print("median %-8s %8.0f ms  (%.1f MiB/s; download %.0f ms, unpack %.0f ms; runs: %s)" % (
+        s, med[s], total / 1048576 / (med[s] / 1000), statistics.median(dl[s]),
+        statistics.median(unpack[s]), " ".join(map(str, runs[s]))))
 print("ratio shoald/builtin: %.2f  (> 1 means shoald is slower)" % (med["shoal"] / med["builtin"]))
+for name, part in (("download", dl), ("unpack", unpack)):
+    b, s = statistics.median(part["builtin"]), statistics.median(part["shoal"])
+    if b > 0:
+        print("  %s ratio: %.2f" % (name, s / b))
 EOF

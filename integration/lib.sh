@@ -644,7 +644,7 @@ node__kill_containers() {
 shoal__stray_pids() {
   local p
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$SHOAL_WORK/"; then
+    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$SHOAL_WORK/"; then
       echo "${p#/proc/}"
     fi
   done
@@ -679,7 +679,7 @@ shoal__cleanup() {
   done
   for pid in $(shoal__stray_pids); do
     [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
-    log "killing leftover process $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-150)"
+    log "killing leftover process $pid: $(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | cut -c1-150)"
     kill -KILL "$pid" 2>/dev/null
   done
   # Mounts under the work dir, deepest first.

@@ -7,8 +7,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 shoal_init
 registry_start
-# 8 MiB/s per connection: each 6 MiB layer takes ~0.75 s to download.
-proxy_start proxy $((8 << 20))
+# 4 MiB/s per connection: each 6 MiB layer takes ~1.5 s to download, so the
+# two pulls overlap even if one of them starts a few hundred ms late.
+proxy_start proxy $((4 << 20))
 image_make cc1 --busybox --layer 6m --layer 6m --seed 31
 image_make cc2 --busybox --layer 6m --layer 6m --seed 32
 image_push cc1 shoal/cc1

@@ -33,6 +33,9 @@ SHOAL_PYTHON=/usr/bin/python3
 SHOAL_MKIMAGE=$SHOAL_LIB_DIR/mkimage.py
 SHOAL_PROXY=$SHOAL_LIB_DIR/throttle_proxy.py
 SHOAL_STORE=${SHOAL_STORE:-shoal}
+# overlayfs unless set; falls back to native (with a note) where overlayfs
+# does not load, unless SHOAL_SNAPSHOTTER was set explicitly.
+SHOAL__SNAPSHOTTER_AUTO=$([[ -z ${SHOAL_SNAPSHOTTER:-} ]] && echo 1 || echo 0)
 SHOAL_SNAPSHOTTER=${SHOAL_SNAPSHOTTER:-overlayfs}
 SHOAL_SHARING_POLICY=${SHOAL_SHARING_POLICY:-shared}
 SHOALD_ARGS=${SHOALD_ARGS:---v=1}
@@ -407,7 +410,13 @@ $plugins"
       fail "$n: the built-in content store is not ok:
 $plugins"
   fi
-  grep -Eq "^io\.containerd\.snapshotter\.v1[[:space:]]+$SHOAL_SNAPSHOTTER[[:space:]].*[[:space:]]ok[[:space:]]*$" <<<"$plugins" ||
+  local snap_re="^io\.containerd\.snapshotter\.v1[[:space:]]+$SHOAL_SNAPSHOTTER[[:space:]].*[[:space:]]ok[[:space:]]*$"
+  if ! grep -Eq "$snap_re" <<<"$plugins" && ((SHOAL__SNAPSHOTTER_AUTO)) && [[ $SHOAL_SNAPSHOTTER != native ]]; then
+    log "NOTE: snapshotter $SHOAL_SNAPSHOTTER does not load here ($(grep -m1 "snapshotter.v1 *$SHOAL_SNAPSHOTTER " <<<"$plugins" | tr -s ' ')); using native"
+    SHOAL_SNAPSHOTTER=native
+    snap_re="^io\.containerd\.snapshotter\.v1[[:space:]]+native[[:space:]].*[[:space:]]ok[[:space:]]*$"
+  fi
+  grep -Eq "$snap_re" <<<"$plugins" ||
     fail "$n: snapshotter $SHOAL_SNAPSHOTTER is not available:
 $(grep snapshotter <<<"$plugins")"
   log "$n: containerd ready ($store store), root $d/root"

@@ -90,16 +90,17 @@ say "8. the same image pulled into namespace 'second': $(secs "$PULL_MS"), $((ge
 say "   (content_sharing_policy=$SHOAL_SHARING_POLICY: blobs already in the store are adopted, not downloaded)"
 
 node_stop n1
+logdir=$SHOAL_LOGS
+if [[ -z ${SHOAL_KEEP:-} && $SHOAL_LOGS == "$SHOAL_WORK"/* ]]; then
+  # The work dir goes away at exit; keep the (small) logs.
+  logdir=$(mktemp -d /tmp/shoal-demo-logs-XXXXXX)
+  cp -a "$SHOAL_LOGS/." "$logdir/"
+fi
 if [[ $SHOAL_STORE == shoal ]]; then
   say "9. containerd and shoald stopped (shoald exited 0 on SIGTERM)"
-  say "   shoald log: $(grep -c 'committed' "$SHOAL_LOGS/n1-shoald.log" || true) blobs committed; full log $SHOAL_LOGS/n1-shoald.log"
+  say "   shoald committed $(grep -c 'committed' "$SHOAL_LOGS/n1-shoald.log" || true) blobs; logs of every component in $logdir"
 else
-  say "9. containerd stopped"
-fi
-if [[ -z ${SHOAL_KEEP:-} && $SHOAL_LOGS == "$SHOAL_WORK"/* ]]; then
-  keep=$(mktemp -d /tmp/shoal-demo-logs-XXXXXX)
-  cp -a "$SHOAL_LOGS/." "$keep/"
-  say "   logs copied to $keep"
+  say "9. containerd stopped; logs of every component in $logdir"
 fi
 say ""
 say "demo OK"

@@ -40,12 +40,15 @@ install_packages() {
     "${SUDO[@]}" apt-get update
   fi
   # Idempotent: a no-op when everything is installed.
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${PACKAGES[@]}" </dev/null >/tmp/shoal-apt.log 2>&1 ||
-    {
-      cat /tmp/shoal-apt.log >&2
-      echo "dev.sh: apt-get install failed" >&2
-      exit 1
-    }
+  local aptlog
+  aptlog=$(mktemp /tmp/shoal-apt-XXXXXX.log)
+  if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${PACKAGES[@]}" \
+    </dev/null >"$aptlog" 2>&1; then
+    cat "$aptlog" >&2
+    echo "dev.sh: apt-get install failed" >&2
+    exit 1
+  fi
+  rm -f "$aptlog"
 }
 
 bazel_flags() {

@@ -260,13 +260,16 @@ print(s.getsockname()[1])'
 }
 
 # registry_start: sets REGISTRY_PORT, REGISTRY (host:port), REGISTRY_LOG.
+# The free port is picked before the registry binds it; if another process
+# takes it meanwhile the registry exits, and another port is tried.
 registry_start() {
-  local dir=$SHOAL_WORK/registry
+  local dir=$SHOAL_WORK/registry attempt
   mkdir -p "$dir/data"
-  REGISTRY_PORT=$(free_port)
-  REGISTRY=127.0.0.1:$REGISTRY_PORT
   REGISTRY_LOG=$SHOAL_LOGS/registry.log
-  cat >"$dir/config.yml" <<EOF
+  for attempt in 1 2 3; do
+    REGISTRY_PORT=$(free_port)
+    REGISTRY=127.0.0.1:$REGISTRY_PORT
+    cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
   level: info
@@ -284,11 +287,23 @@ storage:
 http:
   addr: $REGISTRY
 EOF
-  spawn registry "$REGISTRY_LOG" docker-registry serve "$dir/config.yml"
-  REGISTRY_PID=$SPAWN_PID
-  wait_for_proc "registry on $REGISTRY" "$SHOAL_READY_TIMEOUT" "$REGISTRY_PID" \
-    curl -fsS "http://$REGISTRY/v2/"
-  log "registry ready on $REGISTRY"
+    spawn registry "$REGISTRY_LOG" docker-registry serve "$dir/config.yml"
+    REGISTRY_PID=$SPAWN_PID
+    local deadline=$(($(now_ms) + SHOAL_READY_TIMEOUT * 1000))
+    while alive "$REGISTRY_PID" && (($(now_ms) < deadline)); do
+      if curl -fsS --max-time 2 "http://$REGISTRY/v2/" >/dev/null 2>&1; then
+        log "registry ready on $REGISTRY"
+        return 0
+      fi
+      sleep 0.05
+    done
+    if alive "$REGISTRY_PID"; then
+      fail "timed out after ${SHOAL_READY_TIMEOUT}s waiting for the registry on $REGISTRY"
+    fi
+    wait "$REGISTRY_PID" 2>/dev/null || true
+    log "registry exited at start (attempt $attempt, port $REGISTRY_PORT): $(tail -1 "$REGISTRY_LOG")"
+  done
+  fail "the registry did not start (see $REGISTRY_LOG)"
 }
 
 # registry_blob_gets DIGEST: how many GETs of that blob the registry served.
@@ -309,7 +324,7 @@ proxy_start() {
   wait_for_proc "$name port file" "$SHOAL_READY_TIMEOUT" "$PROXY_PID" test -s "$pf"
   PROXY_PORT=$(<"$pf")
   PROXY=127.0.0.1:$PROXY_PORT
-  wait_for_proc "$name on $PROXY" "$SHOAL_READY_TIMEOUT" "$PROXY_PID" curl -fsS "http://$PROXY/v2/"
+  wait_for_proc "$name on $PROXY" "$SHOAL_READY_TIMEOUT" "$PROXY_PID" curl -fsS --max-time 2 "http://$PROXY/v2/"
 }
 
 # ---------------------------------------------------------------- images
@@ -340,7 +355,7 @@ image_push() {
     --dest-tls-verify=false "oci:$(image_layout "$name"):$name" "docker://$REGISTRY/$repo:$name"
   # The registry must serve the manifest we generated, byte for byte.
   local got
-  got=$(curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  got=$(curl -fsS --max-time 30 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$REGISTRY/v2/$repo/manifests/$name" | sha256sum | cut -c1-64)
   assert_eq "$(image_field "$name" .manifest)" "sha256:$got" "manifest digest served by the registry for $repo:$name"
 }
@@ -394,9 +409,9 @@ EOF
     containerd --config "$d/config.toml" --log-level "$SHOAL_CONTAINERD_LOG_LEVEL"
   NODE_CTRD_PID[$n]=$SPAWN_PID
   wait_for_proc "$n containerd on $d/c.sock" "$SHOAL_READY_TIMEOUT" "$SPAWN_PID" \
-    ctr --address "$d/c.sock" version
+    timeout 5 ctr --address "$d/c.sock" version
   local plugins
-  plugins=$(ctr --address "$d/c.sock" plugins ls)
+  plugins=$(timeout 30 ctr --address "$d/c.sock" plugins ls)
   if [[ $store == shoal ]]; then
     grep -Eq '^io\.containerd\.content\.v1[[:space:]]+shoal[[:space:]].*[[:space:]]ok[[:space:]]*$' <<<"$plugins" ||
       fail "$n: containerd does not list the shoal content plugin as ok:
@@ -441,7 +456,7 @@ shoald_start() {
   local probe
   if probe=$(probe_bin); then
     wait_for_proc "$n shoald health SERVING" "$SHOAL_READY_TIMEOUT" "$SPAWN_PID" \
-      "$probe" --socket="$d/shoal.sock"
+      timeout 5 "$probe" --socket="$d/shoal.sock"
   else
     log "no shoal_health_probe binary; waiting for the socket file only"
     wait_for_proc "$n shoald socket" "$SHOAL_READY_TIMEOUT" "$SPAWN_PID" test -S "$d/shoal.sock"
@@ -494,10 +509,11 @@ node_destroy() {
   unset "NODE_DIR[$n]" "NODE_STORE[$n]" "NODE_CTRD_PID[$n]" "NODE_SHOALD_PID[$n]"
 }
 
+# nctr NODE ARGS...: ctr against NODE, killed after 120 s if it hangs.
 nctr() {
   local n=$1
   shift
-  ctr --address "${NODE_DIR[$n]}/c.sock" "$@"
+  timeout 120 ctr --address "${NODE_DIR[$n]}/c.sock" "$@"
 }
 
 # pull NODE NAMESPACE REF [ctr pull args]: plain-http pull with unpack.
@@ -599,7 +615,7 @@ verify_blobs() {
   local digest size out=$SHOAL_WORK/get.$$ count=0
   while read -r digest size; do
     local rc=0
-    ctr --address "${NODE_DIR[$n]}/c.sock" -n "$ns" content get "$digest" >"$out" 2>"$out.err" || rc=$?
+    timeout 120 ctr --address "${NODE_DIR[$n]}/c.sock" -n "$ns" content get "$digest" >"$out" 2>"$out.err" || rc=$?
     ((rc == 0)) || fail "$n: ctr -n $ns content get $digest failed (exit $rc): $(cat "$out.err")"
     assert_eq "$size" "$(stat -c %s "$out")" "$n: size of $digest read back from namespace $ns"
     assert_same_file "$(image_layout "$img")/blobs/sha256/${digest#sha256:}" "$out" \

@@ -695,7 +695,7 @@ shoal__cleanup() {
   local rr id bundle
   for rr in /run/containerd/runc/*; do
     [[ -d $rr ]] || continue
-    while read -r id _ _ _ bundle _; do
+    while read -r id _ _ bundle _; do
       [[ $bundle == "$SHOAL_WORK/"* ]] || continue
       log "killing leftover runc container $id"
       runc --root "$rr" kill "$id" KILL 2>/dev/null

@@ -1,5 +1,6 @@
 #include "plugin/file_util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -101,6 +102,19 @@ absl::Status MakeDirs(const std::string& path) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> ListDirectory(
+    const std::string& path) {
+  DIR* d = opendir(path.c_str());
+  if (d == nullptr) return ErrnoToStatus(errno, "opendir", path);
+  std::vector<std::string> names;
+  while (struct dirent* e = readdir(d)) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    names.emplace_back(e->d_name);
+  }
+  closedir(d);
+  return names;
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #define SHOAL_PLUGIN_FILE_UTIL_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -32,6 +33,9 @@ absl::Status SyncDir(const std::string& path);
 
 // mkdir -p with mode 0755.
 absl::Status MakeDirs(const std::string& path);
+
+// Names of the entries in a directory, without "." and "..", in no order.
+absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& path);
 
 // Removes a directory tree; OK when it does not exist.
 absl::Status RemoveTree(const std::string& path);

@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
             argv[1]);
     return 2;
   }
-  FLAGS_logtostderr = FLAGS_logtostderr || getenv("GLOG_log_dir") == nullptr;
+  // A daemon under systemd logs to stderr (the journal) unless told where.
+  if (FLAGS_log_dir.empty()) FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   if (FLAGS_shutdown_grace_seconds < 0) {
     LOG(ERROR) << "shoald: --shutdown_grace_seconds must be >= 0";

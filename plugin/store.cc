@@ -1,6 +1,5 @@
 #include "plugin/store.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glog/logging.h>
@@ -345,18 +344,14 @@ std::string BlobStore::IngestDir(absl::string_view ref) const {
 
 absl::Status BlobStore::CleanStrayFiles() {
   std::string ingest = root_ + kIngestDir;
-  DIR* d = opendir(ingest.c_str());
-  if (d == nullptr) return ErrnoToStatus(errno, "opendir", ingest);
+  SHOAL_ASSIGN_OR_RETURN(std::vector<std::string> dirs, ListDirectory(ingest));
   int removed = 0;
-  while (struct dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::string dir = absl::StrCat(ingest, "/", e->d_name);
-    for (const char* name : {"startedat", "updatedat", "total", "ref"}) {
-      std::string tmp = absl::StrCat(dir, "/", name, ".tmp");
+  for (const std::string& name : dirs) {
+    for (const char* file : {"startedat", "updatedat", "total", "ref"}) {
+      std::string tmp = absl::StrCat(ingest, "/", name, "/", file, ".tmp");
       if (unlink(tmp.c_str()) == 0) ++removed;
     }
   }
-  closedir(d);
   if (removed > 0) {
     LOG(INFO) << "store: removed stray temporary files count=" << removed;
   }
@@ -403,17 +398,15 @@ absl::StatusOr<std::unique_ptr<BlobReader>> BlobStore::OpenBlob(
 }
 
 absl::StatusOr<std::vector<BlobInfo>> BlobStore::List() const {
-  std::string dir = root_ + kBlobsDir;
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return ErrnoToStatus(errno, "opendir", dir);
+  SHOAL_ASSIGN_OR_RETURN(std::vector<std::string> names,
+                         ListDirectory(root_ + kBlobsDir));
   std::vector<BlobInfo> out;
-  while (struct dirent* e = readdir(d)) {
-    std::string digest = absl::StrCat(kSha256Prefix, e->d_name);
+  for (const std::string& name : names) {
+    std::string digest = absl::StrCat(kSha256Prefix, name);
     if (!ValidateDigest(digest).ok()) continue;
     absl::StatusOr<BlobInfo> info = Info(digest);
     if (info.ok()) out.push_back(*std::move(info));  // Else deleted meanwhile.
   }
-  closedir(d);
   return out;
 }
 
@@ -560,21 +553,18 @@ absl::StatusOr<IngestStatus> BlobStore::GetIngestStatus(
 
 absl::StatusOr<std::vector<IngestStatus>> BlobStore::ListIngests() const {
   std::string ingest = root_ + kIngestDir;
-  DIR* d = opendir(ingest.c_str());
-  if (d == nullptr) return ErrnoToStatus(errno, "opendir", ingest);
+  SHOAL_ASSIGN_OR_RETURN(std::vector<std::string> dirs, ListDirectory(ingest));
   std::vector<IngestStatus> out;
-  while (struct dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
+  for (const std::string& name : dirs) {
     absl::StatusOr<IngestStatus> st =
-        ReadIngestStatus(absl::StrCat(ingest, "/", e->d_name));
+        ReadIngestStatus(absl::StrCat(ingest, "/", name));
     if (st.ok()) {
       out.push_back(*std::move(st));
     } else {
-      VLOG(1) << "store: skipping unreadable ingest dir=" << e->d_name
+      VLOG(1) << "store: skipping unreadable ingest dir=" << name
               << " error=" << st.status();
     }
   }
-  closedir(d);
   return out;
 }
 

@@ -374,12 +374,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ContentService::Read(
     grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
   // containerd opens one Read stream per 32 KiB during unpack: no per-call
   // setup beyond one open(2), and logging only at VLOG(2).
-  // TODO: gRPC C++ 1.51 itself spends about 0.5 ms of CPU per stream here
-  // (some 17 futex calls per Read, measured with strace), so unpacking
-  // through shoald takes several times longer than through containerd's
-  // built-in store and a whole pull+unpack about 2.5x (README, "Measured
-  // figures"). Serving the socket from a single-threaded HTTP/2 loop
-  // (libnghttp2) instead of gRPC's threaded server is the likely fix.
+  // TODO: gRPC C++ 1.51 spends about 0.5 ms of CPU per stream here (some 17
+  // futex calls per Read), so unpacking through shoald is several times
+  // slower than through containerd's built-in store. A single-threaded
+  // libnghttp2 loop measured 3 to 4 times less CPU per stream; containerd's
+  // own proxy client costs more still (README, "Measured figures").
   cv1::ReadContentRequest req;
   grpc::ByteBuffer copy(*raw);
   if (!grpc::GenericDeserialize<grpc::ProtoBufferReader,

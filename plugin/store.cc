@@ -70,6 +70,9 @@ absl::Status PwriteAll(int fd, absl::string_view data, int64_t offset,
 
 // Hashes the first `size` bytes of `fd`; used when resuming an ingest whose
 // hash state is not in memory (after a restart).
+// TODO: the hash state is not persisted, so resuming a large ingest after a
+// restart re-reads its data once (about 0.7 s per GiB at 1.4 GB/s SHA-256),
+// inside the STAT that opens the writer.
 absl::StatusOr<Sha256> HashFile(int fd, int64_t size, absl::string_view path) {
   Sha256 hash;
   std::string buf(1 << 20, '\0');

@@ -72,7 +72,7 @@ absl::Status PwriteAll(int fd, absl::string_view data, int64_t offset,
 // hash state is not in memory (after a restart).
 // TODO: the hash state is not persisted, so resuming a large ingest after a
 // restart re-reads its data once (about 0.7 s per GiB at 1.4 GB/s SHA-256),
-// inside the STAT that opens the writer.
+// on the first WRITE or COMMIT after the restart.
 absl::StatusOr<Sha256> HashFile(int fd, int64_t size, absl::string_view path) {
   Sha256 hash;
   std::string buf(1 << 20, '\0');
@@ -140,15 +140,16 @@ absl::StatusOr<size_t> BlobReader::ReadAt(int64_t offset, char* buf,
 // IngestWriter
 
 IngestWriter::IngestWriter(BlobStore* store, std::string ref, std::string dir,
-                           int fd, int64_t offset, int64_t total, Sha256 hash,
-                           absl::Time started_at)
+                           int fd, int64_t offset, int64_t total,
+                           absl::optional<Sha256> hash, absl::Time started_at)
     : store_(store),
       ref_(std::move(ref)),
       dir_(std::move(dir)),
       fd_(fd),
       offset_(offset),
       total_(total),
-      hash_(std::move(hash)),
+      hash_(hash.value_or(Sha256())),
+      hash_pending_(!hash.has_value() && offset > 0),
       started_at_(started_at),
       updated_at_(absl::Now()) {}
 
@@ -160,7 +161,19 @@ IngestWriter::~IngestWriter() {
     }
     close(fd_);
   }
-  store_->Release(ref_, committed_ ? -1 : offset_, hash_);
+  if (committed_ || hash_pending_) {
+    store_->Release(ref_, nullptr);
+  } else {
+    BlobStore::SavedHash saved{offset_, hash_};
+    store_->Release(ref_, &saved);
+  }
+}
+
+absl::Status IngestWriter::EnsureHash() {
+  if (!hash_pending_) return absl::OkStatus();
+  SHOAL_ASSIGN_OR_RETURN(hash_, HashFile(fd_, offset_, dir_));
+  hash_pending_ = false;
+  return absl::OkStatus();
 }
 
 IngestStatus IngestWriter::Status() const {
@@ -207,6 +220,7 @@ absl::Status IngestWriter::Truncate() {
   if (ftruncate(fd_, 0) != 0) return ErrnoToStatus(errno, "truncate", dir_);
   offset_ = 0;
   hash_.Reset();
+  hash_pending_ = false;
   updated_at_ = absl::Now();
   return absl::OkStatus();
 }
@@ -224,6 +238,7 @@ absl::Status IngestWriter::Append(absl::string_view data) {
     return absl::InvalidArgumentError(
         absl::StrCat("write passes the maximum blob size ", kMaxBlobSize));
   }
+  SHOAL_RETURN_IF_ERROR(EnsureHash());
   absl::Status st = PwriteAll(fd_, data, offset_, dir_);
   if (!st.ok()) {
     // Drop the partial write so data and hash stay in step.
@@ -251,6 +266,7 @@ absl::StatusOr<BlobInfo> IngestWriter::Commit(int64_t size,
                                                       offset_, ", expected ",
                                                       size, " ref=", ref_));
   }
+  SHOAL_RETURN_IF_ERROR(EnsureHash());
   std::string digest = hash_.Digest();
   if (!expected.empty()) {
     SHOAL_RETURN_IF_ERROR(ValidateDigest(expected));
@@ -489,16 +505,11 @@ absl::StatusOr<std::unique_ptr<IngestWriter>> BlobStore::OpenIngest(
     saved.reset();
   }
 
-  Sha256 hash;
-  if (saved.has_value() && saved->offset == offset) {
+  absl::optional<Sha256> hash;
+  if (offset == 0) {
+    hash.emplace();
+  } else if (saved.has_value() && saved->offset == offset) {
     hash = saved->hash;
-  } else if (offset > 0) {
-    absl::StatusOr<Sha256> rehashed = HashFile(fd, offset, data_path);
-    if (!rehashed.ok()) {
-      close(fd);
-      return rehashed.status();
-    }
-    hash = *std::move(rehashed);
   }
 
   int64_t recorded_total = 0;
@@ -580,14 +591,13 @@ absl::Status BlobStore::Abort(absl::string_view ref) {
   return RemoveTree(IngestDir(ref));
 }
 
-void BlobStore::Release(const std::string& ref, int64_t offset,
-                        const Sha256& hash) {
+void BlobStore::Release(const std::string& ref, const SavedHash* saved) {
   absl::MutexLock lock(&mu_);
   locked_refs_.erase(ref);
-  if (offset < 0) {
+  if (saved == nullptr) {
     saved_hashes_.erase(ref);
   } else {
-    saved_hashes_.insert_or_assign(ref, SavedHash{offset, hash});
+    saved_hashes_.insert_or_assign(ref, *saved);
   }
 }
 

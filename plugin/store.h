@@ -110,8 +110,11 @@ class IngestWriter {
   int64_t offset() const { return offset_; }
   int64_t total() const { return total_; }
   IngestStatus Status() const;
-  // Digest of the bytes written so far.
-  std::string RunningDigest() const { return hash_.Digest(); }
+  // Digest of the bytes written so far; empty while the data of an ingest
+  // resumed after a restart has not been re-hashed yet (see EnsureHash).
+  std::string RunningDigest() const {
+    return hash_pending_ ? std::string() : hash_.Digest();
+  }
 
   // Records the expected size (> 0) for validation at commit; <= 0 is
   // ignored. INVALID_ARGUMENT above kMaxBlobSize or below the current offset.
@@ -134,10 +137,16 @@ class IngestWriter {
 
  private:
   friend class BlobStore;
+  // `hash` is the state over the first `offset` bytes, or nullopt when it
+  // must be rebuilt from the data file.
   IngestWriter(BlobStore* store, std::string ref, std::string dir, int fd,
-               int64_t offset, int64_t total, Sha256 hash,
+               int64_t offset, int64_t total, absl::optional<Sha256> hash,
                absl::Time started_at);
 
+  // Rebuilds the hash of a resumed ingest by reading its data, once, on the
+  // first call that needs it. Deferred so that opening the writer (the first
+  // STAT, inside containerd's metadata transaction) stays fast.
+  absl::Status EnsureHash();
   absl::Status WriteTimestamp(const char* name, absl::Time t);
   absl::Status CheckOpen() const;
 
@@ -148,6 +157,7 @@ class IngestWriter {
   int64_t offset_;
   int64_t total_;
   Sha256 hash_;
+  bool hash_pending_;
   absl::Time started_at_;
   absl::Time updated_at_;
   bool committed_ = false;
@@ -202,8 +212,10 @@ class BlobStore {
   bool ShouldCrash(CommitStep step) const {
     return crash_point_.has_value() && *crash_point_ == step;
   }
-  // Called by IngestWriter when it goes away.
-  void Release(const std::string& ref, int64_t offset, const Sha256& hash);
+  // Called by IngestWriter when it goes away: frees the ref and keeps the
+  // hash state `saved` for the next writer, or forgets it when null.
+  struct SavedHash;
+  void Release(const std::string& ref, const SavedHash* saved);
 
   const std::string root_;
   absl::optional<CommitStep> crash_point_;

@@ -175,6 +175,22 @@ TEST_F(BlobStoreTest, ResumesAfterRestart) {
   EXPECT_EQ(ReadAll(Sha256Digest(full)), full);
 }
 
+TEST_F(BlobStoreTest, ResumedIngestIsHashedLazilyAndCommits) {
+  // Opening the writer runs inside containerd's metadata transaction, so it
+  // must not re-read the data; the first commit does.
+  {
+    auto w = MustOpen("ns/3/layer-sha256:lazy", 6);
+    ASSERT_TRUE(w->Append("lazy!!").ok());
+  }
+  Reopen();
+  auto w = MustOpen("ns/3/layer-sha256:lazy", 6);
+  EXPECT_EQ(w->offset(), 6);
+  EXPECT_EQ(w->RunningDigest(), "");
+  auto info = w->Commit(6, Sha256Digest("lazy!!"));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->digest, Sha256Digest("lazy!!"));
+}
+
 TEST_F(BlobStoreTest, ResumeInSameProcessUsesSavedHash) {
   {
     auto w = MustOpen("r", 0);

@@ -1,6 +1,9 @@
 #include "plugin/content_service.h"
 
 #include <glog/logging.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
 #include <algorithm>
@@ -68,23 +71,21 @@ class WriteSession {
       return absl::InvalidArgumentError(
           "first message of a write stream must carry a ref");
     }
-    SHOAL_RETURN_IF_ERROR(ValidateRef(req.ref()));
-    // Totals <= 0 mean "unknown" to containerd; only absurd ones fail.
-    if (req.total() > kMaxBlobSize) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "total ", req.total(), " exceeds the maximum blob size"));
-    }
+    // Totals <= 0 mean "unknown" to containerd; the store rejects bad refs
+    // and absurd totals.
     absl::StatusOr<std::unique_ptr<IngestWriter>> writer =
         store_.OpenIngest(req.ref(), std::max<int64_t>(req.total(), 0));
     if (!writer.ok()) {
-      if (absl::IsUnavailable(writer.status())) return writer.status();
-      // Anything but lock contention must not be UNAVAILABLE: containerd
-      // retries that without limit when opening a writer.
-      if (writer.status().code() == absl::StatusCode::kInvalidArgument ||
-          writer.status().code() == absl::StatusCode::kResourceExhausted) {
-        return writer.status();
+      switch (writer.status().code()) {
+        case absl::StatusCode::kUnavailable:  // Another stream holds the ref.
+        case absl::StatusCode::kInvalidArgument:
+        case absl::StatusCode::kResourceExhausted:
+          return writer.status();
+        default:
+          // Never UNAVAILABLE for anything but lock contention: containerd
+          // retries that without limit when opening a writer.
+          return absl::InternalError(writer.status().message());
       }
-      return absl::InternalError(writer.status().message());
     }
     writer_ = *std::move(writer);
     return absl::OkStatus();
@@ -181,23 +182,24 @@ class FinishedReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 };
 
 // Encodes the ReadContentResponse fields that precede the data bytes:
-// offset (field 1, varint) and the tag and length of data (field 2), so the
-// data can follow as its own slice.
+// offset (field 1) and the tag and length of data (field 2), so the data can
+// follow as its own slice.
 std::string EncodeReadHeader(int64_t offset, size_t length) {
+  using ::google::protobuf::internal::WireFormatLite;
   std::string out;
-  auto varint = [&out](uint64_t v) {
-    while (v >= 0x80) {
-      out.push_back(static_cast<char>(v | 0x80));
-      v >>= 7;
-    }
-    out.push_back(static_cast<char>(v));
-  };
+  google::protobuf::io::StringOutputStream raw(&out);
+  google::protobuf::io::CodedOutputStream coded(&raw);
   if (offset != 0) {
-    out.push_back(0x08);
-    varint(static_cast<uint64_t>(offset));
+    coded.WriteTag(
+        WireFormatLite::MakeTag(cv1::ReadContentResponse::kOffsetFieldNumber,
+                                WireFormatLite::WIRETYPE_VARINT));
+    coded.WriteVarint64(static_cast<uint64_t>(offset));
   }
-  out.push_back(0x12);
-  varint(length);
+  coded.WriteTag(
+      WireFormatLite::MakeTag(cv1::ReadContentResponse::kDataFieldNumber,
+                              WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+  coded.WriteVarint32(static_cast<uint32_t>(length));
+  coded.Trim();
   return out;
 }
 

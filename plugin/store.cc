@@ -469,67 +469,73 @@ absl::StatusOr<std::unique_ptr<IngestWriter>> BlobStore::OpenIngest(
   } unlock{this, &ref_str};
 
   std::string dir = IngestDir(ref);
-  SHOAL_RETURN_IF_ERROR(MakeDirs(dir));
-  absl::Time now = absl::Now();
-  absl::StatusOr<std::string> stored_ref = ReadSmallFile(dir + "/ref");
-  absl::Time started_at = now;
-  if (!stored_ref.ok() || *stored_ref != ref) {
-    // New ingest, or one whose creation a crash interrupted.
-    SHOAL_RETURN_IF_ERROR(
-        WriteFileAtomic(dir + "/startedat", FormatTimestamp(now)));
-    SHOAL_RETURN_IF_ERROR(
-        WriteFileAtomic(dir + "/updatedat", FormatTimestamp(now)));
-    SHOAL_RETURN_IF_ERROR(WriteFileAtomic(dir + "/ref", ref));
-  } else {
-    absl::StatusOr<std::string> text = ReadSmallFile(dir + "/startedat");
-    if (text.ok()) started_at = ParseTimestamp(*text, now);
-  }
+  SHOAL_ASSIGN_OR_RETURN(absl::Time started_at, PrepareIngestDir(dir, ref));
+  SHOAL_ASSIGN_OR_RETURN(int64_t recorded_total, RecordTotal(dir, total));
 
   std::string data_path = dir + "/data";
   int fd = open(data_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoToStatus(errno, "open", data_path);
-  absl::StatusOr<int64_t> size = FileSize(fd, data_path);
-  if (!size.ok()) {
-    close(fd);
-    return size.status();
+  absl::Status st = absl::OkStatus();
+  int64_t offset = 0;
+  if (absl::StatusOr<int64_t> size = FileSize(fd, data_path); size.ok()) {
+    offset = *size;
+  } else {
+    st = size.status();
   }
-  int64_t offset = *size;
-  if (total > 0 && offset > total) {
+  if (st.ok() && total > 0 && offset > total) {
     LOG(WARNING) << "store: discarding ingest data longer than its total ref="
                  << ref << " offset=" << offset << " total=" << total;
-    if (ftruncate(fd, 0) != 0) {
-      close(fd);
-      return ErrnoToStatus(errno, "truncate", data_path);
-    }
+    if (ftruncate(fd, 0) != 0) st = ErrnoToStatus(errno, "truncate", data_path);
     offset = 0;
-    saved.reset();
+  }
+  if (!st.ok()) {
+    close(fd);
+    return st;
   }
 
+  // The hash state is known for an empty ingest or one released by a writer
+  // of this process; otherwise the writer rebuilds it when first needed.
   absl::optional<Sha256> hash;
   if (offset == 0) {
     hash.emplace();
   } else if (saved.has_value() && saved->offset == offset) {
     hash = saved->hash;
   }
-
-  int64_t recorded_total = 0;
-  absl::StatusOr<std::string> total_text = ReadSmallFile(dir + "/total");
-  if (total_text.ok()) {
-    absl::SimpleAtoi(absl::StripAsciiWhitespace(*total_text), &recorded_total);
-  }
-  if (total > 0 && total != recorded_total) {
-    absl::Status st = WriteFileAtomic(dir + "/total", absl::StrCat(total));
-    if (!st.ok()) {
-      close(fd);
-      return st;
-    }
-    recorded_total = total;
-  }
-
   unlock.armed = false;
   return std::unique_ptr<IngestWriter>(
       new IngestWriter(this, ref_str, std::move(dir), fd, offset,
                        recorded_total, std::move(hash), started_at));
+}
+
+absl::StatusOr<absl::Time> BlobStore::PrepareIngestDir(
+    const std::string& dir, absl::string_view ref) const {
+  SHOAL_RETURN_IF_ERROR(MakeDirs(dir));
+  absl::Time now = absl::Now();
+  absl::StatusOr<std::string> stored_ref = ReadSmallFile(dir + "/ref");
+  if (stored_ref.ok() && *stored_ref == ref) {
+    absl::StatusOr<std::string> text = ReadSmallFile(dir + "/startedat");
+    return text.ok() ? ParseTimestamp(*text, now) : now;
+  }
+  // A new ingest, or one whose creation a crash interrupted: the ref file is
+  // written last, so its presence means the directory is complete.
+  SHOAL_RETURN_IF_ERROR(
+      WriteFileAtomic(dir + "/startedat", FormatTimestamp(now)));
+  SHOAL_RETURN_IF_ERROR(
+      WriteFileAtomic(dir + "/updatedat", FormatTimestamp(now)));
+  SHOAL_RETURN_IF_ERROR(WriteFileAtomic(dir + "/ref", ref));
+  return now;
+}
+
+absl::StatusOr<int64_t> BlobStore::RecordTotal(const std::string& dir,
+                                               int64_t total) const {
+  int64_t recorded = 0;
+  absl::StatusOr<std::string> text = ReadSmallFile(dir + "/total");
+  if (text.ok()) absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &recorded);
+  if (total > 0 && total != recorded) {
+    SHOAL_RETURN_IF_ERROR(WriteFileAtomic(dir + "/total", absl::StrCat(total)));
+    recorded = total;
+  }
+  return recorded;
 }
 
 absl::StatusOr<IngestStatus> BlobStore::ReadIngestStatus(

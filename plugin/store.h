@@ -208,6 +208,14 @@ class BlobStore {
   std::string BlobPath(absl::string_view digest) const;
   std::string IngestDir(absl::string_view ref) const;
   absl::StatusOr<IngestStatus> ReadIngestStatus(const std::string& dir) const;
+  // Creates the metadata files of ingest directory `dir` for `ref`, or reads
+  // them back when they exist; returns the ingest's start time.
+  absl::StatusOr<absl::Time> PrepareIngestDir(const std::string& dir,
+                                              absl::string_view ref) const;
+  // Records `total` (> 0) as the expected size when it differs from what the
+  // directory holds; returns the total in force (0 when unknown).
+  absl::StatusOr<int64_t> RecordTotal(const std::string& dir,
+                                      int64_t total) const;
   absl::Status CleanStrayFiles();
   bool ShouldCrash(CommitStep step) const {
     return crash_point_.has_value() && *crash_point_ == step;

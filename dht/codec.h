@@ -53,6 +53,9 @@ struct Providers {
 };
 // Provider records are keyed by (key, sender ID); `provider` is where peers
 // fetch the blob from, which need not be the DHT endpoint.
+// TODO: sender IDs are not authenticated, so a spoofed datagram can add
+// records pointing anywhere or withdraw another node's records; a fetcher
+// still verifies blob digests, so the cost is wasted dials, not bad data.
 struct AddProvider {
   std::vector<NodeId> keys;
   Endpoint provider;

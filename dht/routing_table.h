@@ -66,6 +66,9 @@ class RoutingTable {
   // eviction ping is removed at once (paper, 2.2); others after
   // max_failures consecutive failures. Either way the most recently seen
   // replacement takes its place. Returns true if `id` was removed.
+  // TODO: one lost eviction ping drops a live contact, as in the paper; the
+  // caller should retry the ping before reporting failure, or a lossy link
+  // churns full buckets.
   bool RecordFailure(const NodeId& id);
 
   // Up to `n` stored contacts, closest to `target` first by XOR distance.

@@ -1,9 +1,6 @@
 #include "plugin/content_service.h"
 
 #include <glog/logging.h>
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
-#include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
 #include <algorithm>
@@ -13,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "plugin/blob_stream.h"
 #include "plugin/status_macros.h"
 
 namespace shoal::plugin {
@@ -174,93 +172,6 @@ class WriteSession {
   std::unique_ptr<IngestWriter> writer_;
 };
 
-// A Read that fails before any data: finishes at once with `status`.
-class FinishedReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
- public:
-  explicit FinishedReactor(const grpc::Status& status) { Finish(status); }
-  void OnDone() override { delete this; }
-};
-
-// Encodes the ReadContentResponse fields that precede the data bytes:
-// offset (field 1) and the tag and length of data (field 2), so the data can
-// follow as its own slice.
-std::string EncodeReadHeader(int64_t offset, size_t length) {
-  using ::google::protobuf::internal::WireFormatLite;
-  std::string out;
-  google::protobuf::io::StringOutputStream raw(&out);
-  google::protobuf::io::CodedOutputStream coded(&raw);
-  if (offset != 0) {
-    coded.WriteTag(
-        WireFormatLite::MakeTag(cv1::ReadContentResponse::kOffsetFieldNumber,
-                                WireFormatLite::WIRETYPE_VARINT));
-    coded.WriteVarint64(static_cast<uint64_t>(offset));
-  }
-  coded.WriteTag(
-      WireFormatLite::MakeTag(cv1::ReadContentResponse::kDataFieldNumber,
-                              WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
-  coded.WriteVarint32(static_cast<uint32_t>(length));
-  coded.Trim();
-  return out;
-}
-
-// Streams [offset, offset + length) of a blob in kReadChunkBytes messages.
-// Each chunk is read straight into a gRPC slice, which the transport sends
-// without another copy.
-class ReadReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
- public:
-  ReadReactor(std::unique_ptr<BlobReader> reader, int64_t offset,
-              int64_t length)
-      : reader_(std::move(reader)), offset_(offset), remaining_(length) {
-    SendNext();
-  }
-
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status::CANCELLED);  // The client went away.
-      return;
-    }
-    SendNext();
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  void SendNext() {
-    if (remaining_ == 0) {
-      Finish(grpc::Status::OK);
-      return;
-    }
-    size_t want = std::min<int64_t>(remaining_, kReadChunkBytes);
-    grpc::Slice data(grpc_slice_malloc(want), grpc::Slice::STEAL_REF);
-    absl::StatusOr<size_t> got = reader_->ReadAt(
-        offset_, reinterpret_cast<char*>(const_cast<uint8_t*>(data.begin())),
-        want);
-    if (!got.ok()) {
-      Finish(Reject("Read", got.status()));
-      return;
-    }
-    if (*got == 0) {  // Shorter than its size: truncated underneath us.
-      Finish(grpc::Status::OK);
-      return;
-    }
-    grpc::Slice slices[2] = {grpc::Slice(EncodeReadHeader(offset_, *got)),
-                             data.sub(0, *got)};
-    buffer_ = grpc::ByteBuffer(slices, 2);
-    offset_ += *got;
-    remaining_ -= *got;
-    if (remaining_ == 0) {
-      StartWriteAndFinish(&buffer_, grpc::WriteOptions(), grpc::Status::OK);
-    } else {
-      StartWrite(&buffer_);
-    }
-  }
-
-  std::unique_ptr<BlobReader> reader_;
-  int64_t offset_;
-  int64_t remaining_;
-  grpc::ByteBuffer buffer_;
-};
-
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
@@ -386,19 +297,20 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ContentService::Read(
   if (!grpc::GenericDeserialize<grpc::ProtoBufferReader,
                                 cv1::ReadContentRequest>(&copy, &req)
            .ok()) {
-    return new FinishedReactor(Reject(
+    return new FinishedStreamReactor(Reject(
         "Read", absl::InvalidArgumentError("malformed ReadContentRequest")));
   }
   absl::StatusOr<std::unique_ptr<BlobReader>> reader =
       store_.OpenBlob(req.digest());
   if (absl::IsNotFound(reader.status())) {
-    return new FinishedReactor(ToGrpcStatus(reader.status()));
+    return new FinishedStreamReactor(ToGrpcStatus(reader.status()));
   }
-  if (!reader.ok()) return new FinishedReactor(Reject("Read", reader.status()));
+  if (!reader.ok())
+    return new FinishedStreamReactor(Reject("Read", reader.status()));
   const int64_t blob_size = (*reader)->size();
   int64_t offset = std::max<int64_t>(req.offset(), 0);
   if (offset > blob_size) {
-    return new FinishedReactor(
+    return new FinishedStreamReactor(
         Reject("Read", absl::OutOfRangeError(absl::StrCat(
                            "read offset ", offset, " is past the end of ",
                            req.digest(), " (", blob_size, " bytes)"))));
@@ -407,7 +319,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ContentService::Read(
   if (req.size() > 0 && req.size() < length) length = req.size();
   VLOG(2) << "content: read digest=" << req.digest() << " offset=" << offset
           << " size=" << length;
-  return new ReadReactor(*std::move(reader), offset, length);
+  return new BlobStreamReactor("Read", *std::move(reader), offset, length);
 }
 
 grpc::Status ContentService::Status(grpc::ServerContext*,

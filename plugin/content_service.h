@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "containerd/services/content/v1/content.grpc.pb.h"
+#include "plugin/blob_stream.h"
 #include "plugin/store.h"
 
 namespace shoal::plugin {
@@ -25,10 +26,6 @@ namespace shoal::plugin {
 // Largest message containerd's proxy client sends or accepts (16 MiB,
 // containerd defaults/defaults.go); a whole small blob may come in one WRITE.
 inline constexpr int kMaxMessageBytes = 16 << 20;
-
-// Bytes per Read response message: 1 MiB, as containerd's own server sends,
-// well under the 16 MiB limit; larger messages measured no faster.
-inline constexpr size_t kReadChunkBytes = 1 << 20;
 
 // Maps an absl::Status to the grpc::Status with the same code and message.
 grpc::Status ToGrpcStatus(const absl::Status& status);

@@ -1,9 +1,13 @@
 #include "plugin/peer_client.h"
 
+#include <deque>
 #include <string>
+#include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "plugin/peer_service.h"
 #include "plugin/status_macros.h"
 
@@ -35,6 +39,78 @@ absl::StatusOr<int64_t> AnnouncedSize(const grpc::ClientContext& ctx) {
   return absl::DataLossError("peer sent no valid blob size");
 }
 
+// Appends chunks to an ingest on a second thread, so that writing and
+// hashing (about one core's worth at full speed) overlap with receiving
+// (about another). The writer must not be touched by anyone else until
+// Finish() returns.
+class AppendPipeline {
+ public:
+  explicit AppendPipeline(IngestWriter& writer)
+      : writer_(writer), thread_([this] { Run(); }) {}
+
+  ~AppendPipeline() { Finish().IgnoreError(); }
+
+  // Queues `data`, waiting while kDepth chunks are queued. Returns the first
+  // append error, after which nothing more is appended.
+  absl::Status Push(std::string data) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](AppendPipeline* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+          return p->queue_.size() < kDepth || !p->error_.ok();
+        },
+        this));
+    if (!error_.ok()) return error_;
+    queue_.push_back(std::move(data));
+    return absl::OkStatus();
+  }
+
+  // Waits until every queued chunk is appended; returns the first error.
+  absl::Status Finish() {
+    {
+      absl::MutexLock lock(&mu_);
+      closed_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+
+ private:
+  // Chunks in flight between the threads: 8 MiB of 1 MiB chunks.
+  static constexpr size_t kDepth = 8;
+
+  void Run() {
+    while (true) {
+      std::string data;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](AppendPipeline* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+              return !p->queue_.empty() || p->closed_;
+            },
+            this));
+        if (queue_.empty()) return;  // Closed and drained.
+        data = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      absl::Status st = writer_.Append(data);
+      if (!st.ok()) {
+        absl::MutexLock lock(&mu_);
+        error_ = st;
+        queue_.clear();
+        return;
+      }
+    }
+  }
+
+  IngestWriter& writer_;
+  absl::Mutex mu_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // Last: starts after the members it uses.
+};
+
 }  // namespace
 
 absl::StatusOr<int64_t> FetchBlobInto(pv1::Peer::Stub& stub,
@@ -51,7 +127,9 @@ absl::StatusOr<int64_t> FetchBlobInto(pv1::Peer::Stub& stub,
       stub.FetchBlob(&ctx, req);
 
   int64_t size = -1;
+  int64_t next = writer.offset();
   absl::Status st = absl::OkStatus();
+  AppendPipeline pipeline(writer);  // Owns `writer` until Finish().
   pv1::FetchBlobChunk chunk;
   while (st.ok() && reader->Read(&chunk)) {
     if (size < 0) {
@@ -64,16 +142,20 @@ absl::StatusOr<int64_t> FetchBlobInto(pv1::Peer::Stub& stub,
       }
       size = announced.value_or(-1);
     }
-    if (st.ok() && chunk.offset() != writer.offset()) {
+    if (st.ok() && chunk.offset() != next) {
       st = absl::DataLossError(absl::StrCat("peer sent offset ", chunk.offset(),
-                                            ", expected ", writer.offset()));
+                                            ", expected ", next));
     }
-    if (st.ok() &&
-        writer.offset() + static_cast<int64_t>(chunk.data().size()) > size) {
+    if (st.ok() && next + static_cast<int64_t>(chunk.data().size()) > size) {
       st = absl::DataLossError("peer sent more data than the blob holds");
     }
-    if (st.ok()) st = writer.Append(chunk.data());
+    if (st.ok()) {
+      next += chunk.data().size();
+      st = pipeline.Push(std::move(*chunk.mutable_data()));
+    }
   }
+  absl::Status appended = pipeline.Finish();
+  if (st.ok()) st = appended;
   if (!st.ok()) {
     ctx.TryCancel();
     reader->Finish().IgnoreError();

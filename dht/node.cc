@@ -1,0 +1,513 @@
+#include "dht/node.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/types/variant.h"
+#include "glog/logging.h"
+
+namespace shoal::dht {
+namespace {
+
+// Tries per bootstrap seed. With 1% loss each way a round trip fails 2% of
+// the time, so three tries all fail with probability 8e-6; a dead seed costs
+// three RPC timeouts (0.9 s).
+constexpr int kBootstrapAttempts = 3;
+
+}  // namespace
+
+struct Node::LookupRun {
+  LookupRun(const NodeId& self, const NodeId& target, LookupOptions options,
+            LookupKind kind, LookupDone done)
+      : lookup(self, target, options), kind(kind), done(std::move(done)) {}
+
+  Lookup lookup;
+  LookupKind kind;
+  // Soft-timeout timers of requests not yet answered or slow.
+  absl::flat_hash_map<NodeId, Clock::TimerId> soft_timers;
+  LookupDone done;
+};
+
+struct Node::BootstrapRun {
+  size_t waiting;  // FIND_NODE(self) requests to seeds without an outcome.
+  DoneCallback done;
+};
+
+struct Node::Announcement {
+  bool withdraw;
+  size_t keys_total;
+  size_t lookups_pending;
+  size_t requests_pending = 0;
+  // Destination -> keys it is among the k closest of. An ordered map keeps
+  // the send order, and so simulations, deterministic.
+  std::map<NodeId, std::pair<Contact, std::vector<NodeId>>> by_node;
+  absl::flat_hash_set<NodeId> acked;  // Keys stored somewhere.
+  DoneCallback done;
+};
+
+Node::Node(const NodeId& id, Transport& transport, Clock& clock,
+           absl::BitGenRef gen, NodeOptions options)
+    : id_(id),
+      transport_(transport),
+      clock_(clock),
+      options_(std::move(options)),
+      provider_endpoint_(
+          options_.provider_endpoint.value_or(transport.local_endpoint())),
+      table_(id, options_.routing),
+      store_(options_.store),
+      rpc_(id, transport, clock, gen, options_.rpc) {
+  CHECK_GT(options_.alpha, 0u);
+  CHECK_GT(options_.provider_ttl, absl::ZeroDuration());
+  CHECK_LE(options_.provider_ttl, kMaxProviderTtl);
+  rpc_.SetRequestHandler([this](const Endpoint& from, Message request) {
+    OnRequest(from, std::move(request));
+  });
+}
+
+Node::~Node() {
+  for (auto& [lookup_id, run] : lookups_) {
+    for (auto& [peer, timer] : run->soft_timers) clock_.Cancel(timer);
+  }
+  for (auto& [key, timer] : deferred_) clock_.Cancel(timer);
+}
+
+// ---------------------------------------------------------------------------
+// Incoming requests.
+
+void Node::OnRequest(const Endpoint& from, Message request) {
+  Learn(Contact{request.sender, from});
+
+  Body reply = Pong{};  // PING, ADD_PROVIDER and WITHDRAW_PROVIDER.
+  if (const auto* find = absl::get_if<FindNode>(&request.body)) {
+    reply = HandleFindNode(*find);
+  } else if (const auto* get = absl::get_if<GetProviders>(&request.body)) {
+    reply = HandleGetProviders(*get);
+  } else if (const auto* add = absl::get_if<AddProvider>(&request.body)) {
+    reply = HandleAddProvider(request.sender, *add);
+  } else if (const auto* w = absl::get_if<WithdrawProvider>(&request.body)) {
+    reply = HandleWithdraw(request.sender, *w);
+  }
+
+  absl::Status sent =
+      rpc_.SendReply(from, request.request_id, std::move(reply));
+  if (!sent.ok()) {
+    VLOG(1) << "dht: reply failed to=" << from.ToString()
+            << " error=" << sent.message();
+  }
+}
+
+Body Node::HandleFindNode(const FindNode& request) const {
+  return Nodes{table_.FindClosest(request.target, kMaxContacts)};
+}
+
+Body Node::HandleGetProviders(const GetProviders& request) const {
+  Providers reply;
+  for (const ProviderRecord& record :
+       store_.Get(request.key, clock_.Now(), kMaxProviders)) {
+    reply.providers.push_back(record.endpoint);
+  }
+  reply.closer = table_.FindClosest(request.key, kMaxContacts);
+  return reply;
+}
+
+Body Node::HandleAddProvider(const NodeId& sender, const AddProvider& request) {
+  // PONG whatever the store says: the requester cannot act on a refusal,
+  // and the other k - 1 nodes may still have room.
+  for (const NodeId& key : request.keys) {
+    absl::StatusOr<AddProviderResult> added =
+        store_.Add(key, sender, request.provider, request.ttl, clock_.Now());
+    if (!added.ok()) ++counters_.records_refused;
+  }
+  return Pong{};
+}
+
+Body Node::HandleWithdraw(const NodeId& sender,
+                          const WithdrawProvider& request) {
+  for (const NodeId& key : request.keys) store_.Withdraw(key, sender);
+  return Pong{};
+}
+
+// ---------------------------------------------------------------------------
+// Routing table upkeep.
+
+void Node::Learn(const Contact& contact) {
+  ObserveOutcome outcome = table_.Observe(contact, clock_.Now());
+  if (outcome.ping_candidate.has_value()) {
+    PingCandidate(*outcome.ping_candidate);
+  }
+}
+
+void Node::PingCandidate(const Contact& candidate) {
+  // Ping-before-evict (paper, 2.2): the bucket is full, so its least
+  // recently seen contact keeps its slot only if it still answers.
+  ++counters_.eviction_pings;
+  absl::Status sent =
+      rpc_.SendRequest(candidate.endpoint, Ping{},
+                       [this, candidate](absl::StatusOr<Message> reply) {
+                         LearnFromReply(candidate, reply);
+                       });
+  if (!sent.ok()) Forget(candidate.id);
+}
+
+bool Node::LearnFromReply(const Contact& to,
+                          const absl::StatusOr<Message>& reply) {
+  if (!reply.ok()) {
+    Forget(to.id);
+    return false;
+  }
+  Learn(Contact{reply->sender, to.endpoint});
+  if (reply->sender == to.id) return true;
+  // Another node now answers at that endpoint: the one we knew is gone.
+  Forget(to.id);
+  return false;
+}
+
+void Node::Forget(const NodeId& id) {
+  if (!table_.RecordFailure(id)) return;
+  // Removed after repeated failures: its records would send fetchers to a
+  // dead endpoint.
+  size_t removed = store_.RemoveProvider(id);
+  VLOG(1) << "dht: dropped contact id=" << id.ShortHex()
+          << " records_removed=" << removed;
+}
+
+// ---------------------------------------------------------------------------
+// Lookups.
+
+void Node::StartLookup(const NodeId& target, LookupKind kind,
+                       const std::vector<Endpoint>& local_providers,
+                       LookupDone done) {
+  LookupOptions lookup_options;
+  lookup_options.k = options_.routing.bucket_size;
+  lookup_options.alpha = options_.alpha;
+  if (kind == LookupKind::kGetProviders) {
+    lookup_options.enough_providers = options_.enough_providers;
+  }
+  auto run = std::make_unique<LookupRun>(id_, target, lookup_options, kind,
+                                         std::move(done));
+  run->lookup.AddLocalProviders(local_providers);
+  run->lookup.AddSeeds(table_.FindClosest(target, lookup_options.k));
+
+  const uint64_t lookup_id = next_op_id_++;
+  lookups_.emplace(lookup_id, std::move(run));
+  ++counters_.lookups_started;
+  // Deferred so that `done` never runs inside the public method.
+  Defer([this, lookup_id] { Pump(lookup_id); });
+}
+
+void Node::Pump(uint64_t lookup_id) {
+  auto it = lookups_.find(lookup_id);
+  if (it == lookups_.end()) return;
+  LookupRun& run = *it->second;
+  // A failed send frees a slot at once, so ask again until nothing is left.
+  for (std::vector<Contact> next = run.lookup.NextToQuery(); !next.empty();
+       next = run.lookup.NextToQuery()) {
+    for (const Contact& to : next) SendLookupRequest(lookup_id, run, to);
+  }
+  if (run.lookup.done()) FinishLookup(lookup_id);
+}
+
+void Node::SendLookupRequest(uint64_t lookup_id, LookupRun& run,
+                             const Contact& to) {
+  const NodeId& target = run.lookup.target();
+  Body request = run.kind == LookupKind::kFindNode
+                     ? Body(shoal::dht::FindNode{target})
+                     : Body(GetProviders{target});
+  absl::Status sent =
+      rpc_.SendRequest(to.endpoint, std::move(request),
+                       [this, lookup_id, to](absl::StatusOr<Message> reply) {
+                         OnLookupReply(lookup_id, to, std::move(reply));
+                       });
+  if (!sent.ok()) {
+    run.lookup.OnFailure(to.id);
+    return;
+  }
+  ++counters_.lookup_requests;
+  run.soft_timers[to.id] = clock_.Schedule(
+      options_.soft_timeout,
+      [this, lookup_id, id = to.id] { OnSoftTimeout(lookup_id, id); });
+}
+
+void Node::OnLookupReply(uint64_t lookup_id, const Contact& to,
+                         absl::StatusOr<Message> reply) {
+  // The routing table learns from the outcome even if the lookup is over.
+  const bool from_to = LearnFromReply(to, reply);
+  auto it = lookups_.find(lookup_id);
+  if (it == lookups_.end()) return;
+  LookupRun& run = *it->second;
+
+  auto timer = run.soft_timers.find(to.id);
+  if (timer != run.soft_timers.end()) {
+    clock_.Cancel(timer->second);
+    run.soft_timers.erase(timer);
+  }
+  if (!from_to) {
+    run.lookup.OnFailure(to.id);
+  } else if (const auto* nodes = absl::get_if<Nodes>(&reply->body)) {
+    run.lookup.OnReply(to.id, nodes->contacts);
+  } else if (const auto* found = absl::get_if<Providers>(&reply->body)) {
+    run.lookup.OnReply(to.id, found->closer, found->providers);
+  }
+  Pump(lookup_id);
+}
+
+void Node::OnSoftTimeout(uint64_t lookup_id, const NodeId& to) {
+  auto it = lookups_.find(lookup_id);
+  if (it == lookups_.end()) return;
+  LookupRun& run = *it->second;
+  run.soft_timers.erase(to);
+  if (!run.lookup.OnSlow(to)) return;
+  ++counters_.soft_timeouts;
+  Pump(lookup_id);
+}
+
+void Node::FinishLookup(uint64_t lookup_id) {
+  auto it = lookups_.find(lookup_id);
+  DCHECK(it != lookups_.end());
+  std::unique_ptr<LookupRun> run = std::move(it->second);
+  lookups_.erase(it);
+  for (auto& [peer, timer] : run->soft_timers) clock_.Cancel(timer);
+  VLOG(2) << "dht: lookup done target=" << run->lookup.target().ShortHex()
+          << " queried=" << run->lookup.queried()
+          << " hops=" << run->lookup.hops();
+  run->done(run->lookup);
+}
+
+void Node::FindClosestNodes(const NodeId& target,
+                            FindClosestNodesCallback done) {
+  StartLookup(target, LookupKind::kFindNode, {},
+              [done = std::move(done)](const Lookup& lookup) {
+                done(lookup.Closest());
+              });
+}
+
+void Node::FindProviders(const NodeId& key, FindProvidersCallback done) {
+  std::vector<Endpoint> local;
+  for (const ProviderRecord& record : store_.Get(key, clock_.Now())) {
+    local.push_back(record.endpoint);
+  }
+  StartLookup(key, LookupKind::kGetProviders, local,
+              [done = std::move(done)](const Lookup& lookup) {
+                done(FindProvidersResult{lookup.providers(), lookup.hops(),
+                                         lookup.queried()});
+              });
+}
+
+// ---------------------------------------------------------------------------
+// Bootstrap.
+
+void Node::Bootstrap(const std::vector<Endpoint>& seeds, DoneCallback done) {
+  const uint64_t op = next_op_id_++;
+  auto run = std::make_unique<BootstrapRun>();
+  run->waiting = 0;
+  run->done = std::move(done);
+  BootstrapRun& ref = *run;
+  bootstraps_.emplace(op, std::move(run));
+
+  for (const Endpoint& seed : seeds) {
+    if (SendBootstrapRequest(op, seed, /*attempt=*/1)) ++ref.waiting;
+  }
+  if (ref.waiting == 0) Defer([this, op] { FinishBootstrap(op); });
+}
+
+bool Node::SendBootstrapRequest(uint64_t op, const Endpoint& seed,
+                                int attempt) {
+  // The seeds' IDs are unknown, so FIND_NODE(self) rather than PING: the
+  // reply names the seed and already lists our neighbourhood.
+  absl::Status sent = rpc_.SendRequest(
+      seed, shoal::dht::FindNode{id_},
+      [this, op, seed, attempt](absl::StatusOr<Message> reply) {
+        OnBootstrapReply(op, seed, attempt, std::move(reply));
+      });
+  return sent.ok();
+}
+
+void Node::OnBootstrapReply(uint64_t op, const Endpoint& seed, int attempt,
+                            absl::StatusOr<Message> reply) {
+  if (reply.ok()) Learn(Contact{reply->sender, seed});
+  auto it = bootstraps_.find(op);
+  if (it == bootstraps_.end()) return;
+  // A lost datagram must not strand a node with a single seed.
+  if (!reply.ok() && attempt < kBootstrapAttempts &&
+      SendBootstrapRequest(op, seed, attempt + 1)) {
+    return;
+  }
+  if (--it->second->waiting == 0) FinishBootstrap(op);
+}
+
+// TODO: the paper (2.3) also refreshes every bucket farther than the closest
+// neighbour after joining, and every bucket idle for an hour; neither is done,
+// so a node's far buckets fill only from incoming requests and lookups.
+void Node::FinishBootstrap(uint64_t op) {
+  auto it = bootstraps_.find(op);
+  if (it == bootstraps_.end()) return;
+  DoneCallback done = std::move(it->second->done);
+  bootstraps_.erase(it);
+
+  // The lookup of our own ID introduces us to our neighbourhood (paper, 2.3).
+  StartLookup(id_, LookupKind::kFindNode, {},
+              [this, done = std::move(done)](const Lookup& lookup) {
+                const size_t known = table_.size();
+                LOG(INFO) << "dht: bootstrapped id=" << id_.ShortHex()
+                          << " contacts=" << known
+                          << " queried=" << lookup.queried();
+                done(known > 0 ? absl::OkStatus()
+                               : absl::UnavailableError(
+                                     "dht: bootstrap learned no contacts"));
+              });
+}
+
+// ---------------------------------------------------------------------------
+// Provide / Withdraw.
+
+void Node::Provide(const std::vector<NodeId>& keys, DoneCallback done) {
+  Announce(keys, /*withdraw=*/false, std::move(done));
+}
+
+void Node::Withdraw(const std::vector<NodeId>& keys, DoneCallback done) {
+  Announce(keys, /*withdraw=*/true, std::move(done));
+}
+
+// TODO: every key starts its own lookup at once, so Provide() of 10,000 keys
+// sends ~30,000 FIND_NODE requests in one burst and trips peers' rate
+// limits; a cap on concurrent lookups would spread them.
+void Node::Announce(const std::vector<NodeId>& keys, bool withdraw,
+                    DoneCallback done) {
+  std::set<NodeId> unique(keys.begin(), keys.end());
+  if (unique.empty()) {
+    Defer([done = std::move(done)] {
+      done(absl::InvalidArgumentError("dht: no keys to announce"));
+    });
+    return;
+  }
+  const uint64_t op = next_op_id_++;
+  auto announcement = std::make_unique<Announcement>();
+  announcement->withdraw = withdraw;
+  announcement->keys_total = unique.size();
+  announcement->lookups_pending = unique.size();
+  announcement->done = std::move(done);
+  announcements_.emplace(op, std::move(announcement));
+
+  for (const NodeId& key : unique) {
+    if (withdraw) store_.Withdraw(key, id_);
+    StartLookup(key, LookupKind::kFindNode, {},
+                [this, op, key](const Lookup& lookup) {
+                  OnAnnounceLookup(op, key, lookup);
+                });
+  }
+}
+
+bool Node::AmongClosest(const NodeId& key,
+                        const std::vector<Contact>& closest) const {
+  return closest.size() < options_.routing.bucket_size ||
+         CloserTo(key, id_, closest.back().id);
+}
+
+void Node::OnAnnounceLookup(uint64_t op, const NodeId& key,
+                            const Lookup& lookup) {
+  auto it = announcements_.find(op);
+  if (it == announcements_.end()) return;
+  Announcement& a = *it->second;
+
+  std::vector<Contact> closest = lookup.Closest();
+  for (const Contact& contact : closest) {
+    auto& [dest, dest_keys] = a.by_node[contact.id];
+    dest = contact;
+    dest_keys.push_back(key);
+  }
+  if (AmongClosest(key, closest)) {
+    // We are one of the key's k closest nodes, so we hold its record too.
+    if (a.withdraw || store_
+                          .Add(key, id_, provider_endpoint_,
+                               options_.provider_ttl, clock_.Now())
+                          .ok()) {
+      a.acked.insert(key);
+    }
+  }
+  if (--a.lookups_pending == 0) SendAnnouncements(op);
+}
+
+std::vector<Body> Node::AnnouncementBodies(const Announcement& announcement,
+                                           const std::vector<NodeId>& keys) {
+  std::vector<Body> bodies;
+  if (announcement.withdraw) {
+    for (size_t i = 0; i < keys.size(); i += kMaxKeysPerMessage) {
+      size_t end = std::min(keys.size(), i + kMaxKeysPerMessage);
+      bodies.push_back(WithdrawProvider{
+          std::vector<NodeId>(keys.begin() + i, keys.begin() + end)});
+    }
+    return bodies;
+  }
+  absl::StatusOr<std::vector<AddProvider>> split =
+      SplitAddProvider(keys, provider_endpoint_, options_.provider_ttl);
+  // Keys are non-empty and the endpoint and TTL were checked at
+  // construction, so this cannot fail.
+  CHECK(split.ok()) << split.status();
+  for (AddProvider& add : *split) bodies.push_back(std::move(add));
+  return bodies;
+}
+
+void Node::SendAnnouncements(uint64_t op) {
+  Announcement& a = *announcements_.at(op);
+  for (const auto& [node_id, entry] : a.by_node) {
+    const Contact& to = entry.first;
+    for (Body& body : AnnouncementBodies(a, entry.second)) {
+      Body copy = body;
+      absl::Status sent =
+          rpc_.SendRequest(to.endpoint, std::move(copy),
+                           [this, op, body, to](absl::StatusOr<Message> reply) {
+                             OnAnnounceReply(op, body, to, std::move(reply));
+                           });
+      if (sent.ok()) ++a.requests_pending;
+    }
+  }
+  if (a.requests_pending == 0) FinishAnnouncement(op);
+}
+
+// TODO: a lost ADD_PROVIDER is not retried; the key is still stored at the
+// other k - 1 nodes, and a republish would restore it, but there is none yet.
+void Node::OnAnnounceReply(uint64_t op, const Body& body, const Contact& to,
+                           absl::StatusOr<Message> reply) {
+  const bool acked = LearnFromReply(to, reply);
+  auto it = announcements_.find(op);
+  if (it == announcements_.end()) return;
+  Announcement& a = *it->second;
+  if (acked) {
+    const std::vector<NodeId>& keys =
+        a.withdraw ? absl::get<WithdrawProvider>(body).keys
+                   : absl::get<AddProvider>(body).keys;
+    a.acked.insert(keys.begin(), keys.end());
+  }
+  if (--a.requests_pending == 0) FinishAnnouncement(op);
+}
+
+void Node::FinishAnnouncement(uint64_t op) {
+  auto it = announcements_.find(op);
+  DCHECK(it != announcements_.end());
+  std::unique_ptr<Announcement> a = std::move(it->second);
+  announcements_.erase(it);
+  const size_t missing = a->keys_total - a->acked.size();
+  if (missing == 0) {
+    a->done(absl::OkStatus());
+    return;
+  }
+  a->done(absl::UnavailableError(absl::StrCat(
+      "dht: ", missing, " of ", a->keys_total, " keys reached no node (",
+      a->withdraw ? "withdraw" : "provide", ")")));
+}
+
+void Node::Defer(std::function<void()> callback) {
+  const uint64_t key = next_op_id_++;
+  deferred_[key] = clock_.Schedule(absl::ZeroDuration(),
+                                   [this, key, callback = std::move(callback)] {
+                                     deferred_.erase(key);
+                                     callback();
+                                   });
+}
+
+}  // namespace shoal::dht

@@ -1,0 +1,205 @@
+// One DHT node: answers PING, FIND_NODE, GET_PROVIDERS, ADD_PROVIDER and
+// WITHDRAW_PROVIDER from its routing table and provider store, learns
+// contacts from every valid message, and runs iterative lookups for
+// bootstrap, FindProviders, Provide and Withdraw. Runs entirely on the
+// event-loop thread that drives its Transport and Clock: not thread-safe,
+// takes no locks, and every public method must be called on that thread.
+#ifndef SHOAL_DHT_NODE_H_
+#define SHOAL_DHT_NODE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/random/bit_gen_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/optional.h"
+#include "dht/codec.h"
+#include "dht/endpoint.h"
+#include "dht/lookup.h"
+#include "dht/node_id.h"
+#include "dht/provider_store.h"
+#include "dht/routing_table.h"
+#include "dht/rpc.h"
+#include "dht/transport.h"
+
+namespace shoal::dht {
+
+struct NodeOptions {
+  RoutingTableOptions routing;
+  ProviderStoreOptions store;
+  RpcOptions rpc;
+  // Parallelism alpha of every lookup (paper, 2.3).
+  size_t alpha = 3;
+  // After this long without a reply a lookup request stops holding one of
+  // the alpha slots and the lookup queries the next contact; the request
+  // itself waits for the full RPC timeout (300 ms), and a reply in between
+  // still counts. A LAN round trip is ~0.5 ms, so 50 ms (100 round trips)
+  // marks a peer that is dead or badly overloaded, while a lookup through
+  // dead contacts loses 50 ms per hop instead of 300.
+  absl::Duration soft_timeout = absl::Milliseconds(50);
+  // FindProviders stops once this many providers are known (0: run to
+  // convergence). 8 gives a fetcher a choice of sources while sparing the
+  // rest of the lookup.
+  size_t enough_providers = 8;
+  // Lifetime asked for in ADD_PROVIDER. 24 hours is half the wire limit, so
+  // a republish every 12 hours (not yet implemented) would survive one
+  // missed round.
+  absl::Duration provider_ttl = absl::Hours(24);
+  // Where peers fetch our blobs; empty means the transport's endpoint.
+  absl::optional<Endpoint> provider_endpoint;
+};
+
+// Counters for tests and metrics; they only grow.
+struct NodeCounters {
+  uint64_t lookups_started = 0;
+  uint64_t lookup_requests = 0;  // FIND_NODE / GET_PROVIDERS sent by lookups.
+  uint64_t soft_timeouts = 0;
+  uint64_t eviction_pings = 0;
+  uint64_t records_refused = 0;  // ADD_PROVIDER keys the store refused.
+};
+
+struct FindProvidersResult {
+  std::vector<Endpoint> providers;  // Distinct, in the order found.
+  // Lookup hops until the first provider was found (0: from our own store),
+  // or the lookup's depth when none was found. See Lookup::hops().
+  int hops = 0;
+  size_t queried = 0;  // Requests the lookup sent.
+};
+
+// Set up and driven on the event-loop thread. Callbacks passed to the public
+// methods run exactly once, later, on that thread, never from inside the
+// method itself; destroying the node drops callbacks that have not run.
+class Node {
+ public:
+  using DoneCallback = std::function<void(absl::Status)>;
+  using FindProvidersCallback = std::function<void(FindProvidersResult)>;
+  using FindClosestNodesCallback = std::function<void(std::vector<Contact>)>;
+
+  // `transport`, `clock` and `gen` must outlive the node. `gen` draws RPC
+  // request IDs and must be unpredictable in production (absl::BitGen).
+  Node(const NodeId& id, Transport& transport, Clock& clock,
+       absl::BitGenRef gen, NodeOptions options = {});
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Joins the network (paper, 2.3): sends FIND_NODE(self) to every seed
+  // endpoint, then looks up our own ID through what they return. `done`
+  // gets OK if at least one contact was learned, UNAVAILABLE otherwise.
+  void Bootstrap(const std::vector<Endpoint>& seeds, DoneCallback done);
+
+  // The k closest live nodes to `target` found by a FIND_NODE lookup,
+  // closest first (our own ID excluded).
+  void FindClosestNodes(const NodeId& target, FindClosestNodesCallback done);
+
+  // Looks `key` up with GET_PROVIDERS, starting with our own store, and
+  // stops after options.enough_providers or when the lookup converges.
+  void FindProviders(const NodeId& key, FindProvidersCallback done);
+
+  // Announces that this node provides every key in `keys`: one FIND_NODE
+  // lookup per key, then ADD_PROVIDER to the k closest nodes of each key,
+  // keys grouped per destination and split at 32 per message. Also stores
+  // the record locally when we are among a key's k closest. `done` gets OK
+  // if every key was acknowledged by at least one node (or stored locally),
+  // else UNAVAILABLE with the number of keys that were not.
+  void Provide(const std::vector<NodeId>& keys, DoneCallback done);
+
+  // Withdraws `keys` the same way (WITHDRAW_PROVIDER to each key's current k
+  // closest and from our own store). `done` as for Provide.
+  // TODO: nodes that were among a key's k closest at Provide time but are
+  // not now keep the record until its TTL (24 h) runs out; remembering where
+  // each key was stored would reach them.
+  void Withdraw(const std::vector<NodeId>& keys, DoneCallback done);
+
+  const NodeId& id() const { return id_; }
+  Endpoint endpoint() const { return transport_.local_endpoint(); }
+  const RoutingTable& routing_table() const { return table_; }
+  const ProviderStore& provider_store() const { return store_; }
+  const RpcCounters& rpc_counters() const { return rpc_.counters(); }
+  const NodeCounters& counters() const { return counters_; }
+
+ private:
+  enum class LookupKind { kFindNode, kGetProviders };
+  struct LookupRun;
+  struct BootstrapRun;
+  struct Announcement;
+  using LookupDone = std::function<void(const Lookup&)>;
+
+  // Incoming requests, one handler per body.
+  void OnRequest(const Endpoint& from, Message request);
+  Body HandleFindNode(const FindNode& request) const;
+  Body HandleGetProviders(const GetProviders& request) const;
+  Body HandleAddProvider(const NodeId& sender, const AddProvider& request);
+  Body HandleWithdraw(const NodeId& sender, const WithdrawProvider& request);
+
+  // Routing table upkeep.
+  void Learn(const Contact& contact);
+  void PingCandidate(const Contact& candidate);
+  void Forget(const NodeId& id);
+  // Learns from a reply to a request sent to `to`. Returns true if it came
+  // from `to`'s node ID; a different ID means `to` is gone from there.
+  bool LearnFromReply(const Contact& to, const absl::StatusOr<Message>& reply);
+
+  // Lookups.
+  void StartLookup(const NodeId& target, LookupKind kind,
+                   const std::vector<Endpoint>& local_providers,
+                   LookupDone done);
+  void Pump(uint64_t lookup_id);
+  void SendLookupRequest(uint64_t lookup_id, LookupRun& run, const Contact& to);
+  void OnLookupReply(uint64_t lookup_id, const Contact& to,
+                     absl::StatusOr<Message> reply);
+  void OnSoftTimeout(uint64_t lookup_id, const NodeId& to);
+  void FinishLookup(uint64_t lookup_id);
+
+  // Bootstrap.
+  bool SendBootstrapRequest(uint64_t op, const Endpoint& seed, int attempt);
+  void OnBootstrapReply(uint64_t op, const Endpoint& seed, int attempt,
+                        absl::StatusOr<Message> reply);
+  void FinishBootstrap(uint64_t op);
+
+  // Provide / Withdraw.
+  void Announce(const std::vector<NodeId>& keys, bool withdraw,
+                DoneCallback done);
+  void OnAnnounceLookup(uint64_t op, const NodeId& key, const Lookup& lookup);
+  void SendAnnouncements(uint64_t op);
+  std::vector<Body> AnnouncementBodies(const Announcement& announcement,
+                                       const std::vector<NodeId>& keys);
+  void OnAnnounceReply(uint64_t op, const Body& body, const Contact& to,
+                       absl::StatusOr<Message> reply);
+  void FinishAnnouncement(uint64_t op);
+  bool AmongClosest(const NodeId& key,
+                    const std::vector<Contact>& closest) const;
+
+  // Runs `callback` on the loop soon, never inside the caller.
+  void Defer(std::function<void()> callback);
+
+  // Set at construction.
+  const NodeId id_;
+  Transport& transport_;
+  Clock& clock_;
+  const NodeOptions options_;
+  const Endpoint provider_endpoint_;
+
+  RoutingTable table_;
+  ProviderStore store_;
+  RpcManager rpc_;
+  // Operations in flight by ID; a callback whose operation is gone (finished
+  // or never started) does nothing.
+  uint64_t next_op_id_ = 1;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<LookupRun>> lookups_;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<BootstrapRun>> bootstraps_;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Announcement>> announcements_;
+  // Defer() timers still pending, cancelled by the destructor.
+  absl::flat_hash_map<uint64_t, Clock::TimerId> deferred_;
+  NodeCounters counters_;
+};
+
+}  // namespace shoal::dht
+
+#endif  // SHOAL_DHT_NODE_H_

@@ -171,6 +171,9 @@ void Node::Forget(const NodeId& id) {
   if (!table_.RecordFailure(id)) return;
   // Removed after repeated failures: its records would send fetchers to a
   // dead endpoint.
+  // TODO: a node that only our link to it fails (a one-sided partition) loses
+  // its records here too, although fetchers elsewhere could still reach it;
+  // it gets them back only when it provides again.
   size_t removed = store_.RemoveProvider(id);
   VLOG(1) << "dht: dropped contact id=" << id.ShortHex()
           << " records_removed=" << removed;

@@ -75,6 +75,14 @@ struct FindProvidersResult {
 // Set up and driven on the event-loop thread. Callbacks passed to the public
 // methods run exactly once, later, on that thread, never from inside the
 // method itself; destroying the node drops callbacks that have not run.
+// TODO: no thread-safe API wrapper yet; code on other threads must post to
+// the event loop itself (EventLoop::Post) before calling any method.
+// TODO: records are not republished; they vanish from the DHT after
+// provider_ttl (24 h) unless the owner calls Provide() again.
+// TODO: ProviderStore::ExpireAll() is never scheduled, so expired records are
+// hidden but their memory is held until their key is added to again; a
+// one-minute timer would bound that (it needs a loop that may run forever,
+// which RunUntilIdle-style tests must then stop explicitly).
 class Node {
  public:
   using DoneCallback = std::function<void(absl::Status)>;

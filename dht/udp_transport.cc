@@ -110,9 +110,10 @@ void UdpTransport::SetReceiveCallback(ReceiveCallback callback) {
 
 absl::Status UdpTransport::Send(const Endpoint& to,
                                 absl::string_view datagram) {
-  if (datagram.size() > kMaxDatagramBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "datagram of ", datagram.size(), " bytes exceeds ", kMaxDatagramBytes));
+  if (datagram.size() > kMaxUdpPayloadBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("datagram of ", datagram.size(), " bytes exceeds ",
+                     kMaxUdpPayloadBytes));
   }
   sockaddr_storage addr;
   socklen_t len = ToSockaddr(to, &addr);
@@ -129,7 +130,7 @@ absl::Status UdpTransport::Send(const Endpoint& to,
 void UdpTransport::OnReadable() {
   // Bounded per wake-up so timers and other sockets get their turn.
   constexpr int kMaxPerWake = 64;
-  char buf[kMaxDatagramBytes + 1];
+  char buf[kMaxUdpPayloadBytes + 1];
   for (int i = 0; i < kMaxPerWake; ++i) {
     sockaddr_storage from;
     socklen_t len = sizeof(from);
@@ -144,7 +145,7 @@ void UdpTransport::OnReadable() {
       return;
     }
     absl::StatusOr<Endpoint> sender = FromSockaddr(from);
-    if (static_cast<size_t>(n) > kMaxDatagramBytes || !sender.ok()) {
+    if (static_cast<size_t>(n) > kMaxUdpPayloadBytes || !sender.ok()) {
       ++dropped_;
       continue;
     }

@@ -17,7 +17,7 @@ namespace shoal::dht {
 // Largest datagram sent or accepted. The codec keeps messages at 1,200 bytes
 // (no IP fragmentation); anything longer that arrives is truncated by the
 // kernel and dropped here.
-inline constexpr size_t kMaxDatagramBytes = 2048;
+inline constexpr size_t kMaxUdpPayloadBytes = 2048;
 
 class UdpTransport : public Transport {
  public:

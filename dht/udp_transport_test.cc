@@ -71,7 +71,7 @@ TEST_F(UdpTransportTest, OversizedDatagramsAreRefusedAndDropped) {
   auto a = UdpTransport::Create(loop_.get(), "127.0.0.1", 0);
   auto b = UdpTransport::Create(loop_.get(), "127.0.0.1", 0);
   ASSERT_TRUE(a.ok() && b.ok());
-  std::string big(kMaxDatagramBytes + 1, 'x');
+  std::string big(kMaxUdpPayloadBytes + 1, 'x');
   absl::Notification got;
   std::string last;
   (*b)->SetReceiveCallback([&](const Endpoint&, absl::string_view d) {

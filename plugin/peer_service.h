@@ -17,6 +17,8 @@ namespace shoal::plugin {
 // Initial metadata key carrying the blob's size in decimal.
 inline constexpr char kBlobSizeMetadata[] = "shoal-blob-size";
 
+// TODO: no upload bandwidth cap yet; a node serving many peers can fill its
+// uplink and slow its own pods' traffic.
 struct PeerServiceOptions {
   // Streams one client address may have open at once. Four keeps a node
   // pulling several layers busy while leaving room for other nodes; more

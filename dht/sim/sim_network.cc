@@ -78,9 +78,27 @@ void SimNetwork::Partition(const std::vector<Endpoint>& side_a,
   }
 }
 
-void SimNetwork::Heal() { blocked_.clear(); }
+void SimNetwork::SetGroup(const Endpoint& endpoint, int group) {
+  if (group == 0) {
+    group_.erase(endpoint);
+  } else {
+    group_[endpoint] = group;
+  }
+}
+
+void SimNetwork::Heal() {
+  blocked_.clear();
+  group_.clear();
+}
 
 bool SimNetwork::IsBlocked(const Endpoint& a, const Endpoint& b) const {
+  if (!group_.empty()) {
+    auto a_it = group_.find(a);
+    auto b_it = group_.find(b);
+    const int a_group = a_it == group_.end() ? 0 : a_it->second;
+    const int b_group = b_it == group_.end() ? 0 : b_it->second;
+    if (a_group != b_group) return true;
+  }
   return blocked_.contains(Link(a, b));
 }
 

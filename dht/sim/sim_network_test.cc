@@ -198,6 +198,22 @@ TEST_F(SimNetworkTest, PartitionSplitsGroupsAndHealRestores) {
   EXPECT_THAT(a_.Datagrams(), ElementsAre("healed"));
 }
 
+TEST_F(SimNetworkTest, GroupsBlockAcrossAndHealRestores) {
+  net_.SetGroup(Ep(1), 1);
+  a_.Send(Ep(2), "x");
+  c_.Send(Ep(1), "x");
+  b_.Send(Ep(3), "same group");
+  net_.RunUntilIdle();
+  EXPECT_THAT(a_.received, IsEmpty());
+  EXPECT_THAT(b_.received, IsEmpty());
+  EXPECT_THAT(c_.Datagrams(), ElementsAre("same group"));
+
+  net_.Heal();
+  a_.Send(Ep(2), "healed");
+  net_.RunUntilIdle();
+  EXPECT_THAT(b_.Datagrams(), ElementsAre("healed"));
+}
+
 TEST_F(SimNetworkTest, DatagramToDetachedEndpointIsUnreachable) {
   a_.Send(Ep(9), "nobody");
   b_.Send(Ep(3), "in flight");

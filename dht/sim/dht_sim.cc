@@ -2,79 +2,61 @@
 // prints one table row per measured phase. Deterministic from --seed; all
 // times are simulated. Example:
 //   bazel run //dht/sim:dht_sim -- --nodes=1000 --seed=1
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "dht/sim/scenarios.h"
+#include "gflags/gflags.h"
 #include "glog/logging.h"
+
+DEFINE_int32(nodes, 1000, "nodes in the simulated network");
+DEFINE_double(latency_ms, 0.25, "one-way latency of every link, in ms");
+DEFINE_double(loss, 0.01, "probability that a datagram is lost");
+DEFINE_int32(lookups, 1000, "lookups per measured phase");
+DEFINE_int32(keys, 200, "keys provided before the lookups");
+DEFINE_uint64(seed, 1, "seed of every random choice");
+DEFINE_string(scenarios, "steady,kill10,join10,loss1,partition",
+              "comma-separated scenarios to run");
 
 namespace shoal::dht::sim {
 namespace {
 
-constexpr char kUsage[] =
-    "usage: dht_sim [--nodes=1000] [--latency_ms=0.25] [--loss=0.01]\n"
-    "  [--lookups=1000] [--keys=200] [--seed=1]\n"
-    "  [--scenarios=steady,kill10,join10,loss1,partition]\n";
-
-// Parses --name=value flags into `config` and `scenarios`. Returns false on
-// an unknown flag or a bad value.
-// TODO: flags are parsed by hand because //third_party/absl does not link
-// absl_flags; --help and flag files are not supported.
-bool ParseFlags(int argc, char** argv, SimConfig& config,
-                std::vector<std::string>& scenarios) {
-  for (int i = 1; i < argc; ++i) {
-    std::vector<std::string> parts =
-        absl::StrSplit(argv[i], absl::MaxSplits('=', 1));
-    if (parts.size() != 2) return false;
-    const std::string& name = parts[0];
-    const std::string& value = parts[1];
-    double latency_ms = 0;
-    bool ok = true;
-    if (name == "--nodes") {
-      ok = absl::SimpleAtoi(value, &config.nodes) && config.nodes > 0;
-    } else if (name == "--latency_ms") {
-      ok = absl::SimpleAtod(value, &latency_ms) && latency_ms >= 0;
-      config.latency = absl::Microseconds(latency_ms * 1000);
-    } else if (name == "--loss") {
-      ok = absl::SimpleAtod(value, &config.loss) && config.loss >= 0 &&
-           config.loss <= 1;
-    } else if (name == "--lookups") {
-      ok = absl::SimpleAtoi(value, &config.lookups) && config.lookups >= 0;
-    } else if (name == "--keys") {
-      ok = absl::SimpleAtoi(value, &config.keys) && config.keys > 0;
-    } else if (name == "--seed") {
-      ok = absl::SimpleAtoi(value, &config.seed);
-    } else if (name == "--scenarios") {
-      scenarios = absl::StrSplit(value, ',', absl::SkipEmpty());
-    } else {
-      ok = false;
+// Validates the flags into `config`; false (after printing why) when one is
+// out of range.
+bool ConfigFromFlags(SimConfig& config, std::vector<std::string>& scenarios) {
+  if (FLAGS_nodes <= 0 || FLAGS_latency_ms < 0 || FLAGS_loss < 0 ||
+      FLAGS_loss > 1 || FLAGS_lookups < 0 || FLAGS_keys <= 0) {
+    std::fputs("dht_sim: flag out of range; see --help\n", stderr);
+    return false;
+  }
+  config.nodes = FLAGS_nodes;
+  config.latency = absl::Microseconds(FLAGS_latency_ms * 1000);
+  config.loss = FLAGS_loss;
+  config.lookups = FLAGS_lookups;
+  config.keys = FLAGS_keys;
+  config.seed = FLAGS_seed;
+  scenarios = absl::StrSplit(FLAGS_scenarios, ',', absl::SkipEmpty());
+  const std::vector<std::string> known = ScenarioNames();
+  for (const std::string& name : scenarios) {
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      std::fprintf(stderr, "dht_sim: unknown scenario %s\n", name.c_str());
+      return false;
     }
-    if (!ok) return false;
   }
   return true;
 }
 
-int Main(int argc, char** argv) {
+int Main() {
   SimConfig config;
-  std::vector<std::string> scenarios = ScenarioNames();
-  if (!ParseFlags(argc, argv, config, scenarios)) {
-    std::fputs(kUsage, stderr);
-    return 2;
-  }
-  for (const std::string& name : scenarios) {
-    const std::vector<std::string> known = ScenarioNames();
-    if (std::find(known.begin(), known.end(), name) == known.end()) {
-      std::fprintf(stderr, "unknown scenario %s\n%s", name.c_str(), kUsage);
-      return 2;
-    }
-  }
+  std::vector<std::string> scenarios;
+  if (!ConfigFromFlags(config, scenarios)) return 2;
 
   std::printf(
       "dht_sim nodes=%d latency_ms=%g loss=%g lookups=%d keys=%d "
@@ -104,6 +86,8 @@ int Main(int argc, char** argv) {
 }  // namespace shoal::dht::sim
 
 int main(int argc, char** argv) {
+  gflags::SetUsageMessage("dht_sim [--nodes=1000] [--loss=0.01] ...");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
-  return shoal::dht::sim::Main(argc, argv);
+  return shoal::dht::sim::Main();
 }

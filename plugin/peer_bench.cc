@@ -13,13 +13,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "plugin/bench_util.h"
 #include "plugin/file_util.h"
 #include "plugin/peer_client.h"
 #include "plugin/peer_service.h"
@@ -32,27 +32,6 @@ namespace shoal::plugin {
 namespace {
 
 namespace pv1 = ::shoal::peer::v1;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::string MakeBlob(BlobStore& store, int64_t size) {
-  auto w = *store.OpenIngest("bench-seed", size);
-  std::mt19937_64 rng(7);
-  std::string chunk(1 << 20, '\0');
-  for (int64_t done = 0; done < size; done += chunk.size()) {
-    for (size_t i = 0; i < chunk.size(); i += 8) {
-      uint64_t r = rng();
-      memcpy(&chunk[i], &r, 8);
-    }
-    CHECK(w->Append(absl::string_view(chunk).substr(
-                        0, std::min<int64_t>(chunk.size(), size - done)))
-              .ok());
-  }
-  return w->Commit(size, "")->digest;
-}
 
 // GB/s of one fetch + verified commit.
 double PeerFetch(pv1::Peer::Stub& stub, BlobStore& store,
@@ -122,7 +101,7 @@ int Run() {
   std::string base = absl::StrCat(FLAGS_dir, "/shoal-peer-bench-", getpid());
   auto serving = *BlobStore::Open(base + "/serving");
   auto fetching = *BlobStore::Open(base + "/fetching");
-  std::string digest = MakeBlob(*serving, size);
+  std::string digest = WriteRandomBlob(*serving, "bench-seed", size, 7);
   sync();
 
   PeerService service(serving.get(), PeerServiceOptions{});

@@ -11,13 +11,13 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "plugin/bench_util.h"
 #include "plugin/file_util.h"
 #include "plugin/server.h"
 
@@ -30,30 +30,6 @@ namespace shoal::plugin {
 namespace {
 
 namespace cv1 = ::containerd::services::content::v1;
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::string WriteBlob(BlobStore& store, int64_t size) {
-  auto w = store.OpenIngest("bench/1/layer", size);
-  CHECK(w.ok()) << w.status();
-  std::mt19937_64 rng(42);
-  std::string chunk(1 << 20, '\0');
-  for (int64_t done = 0; done < size; done += chunk.size()) {
-    for (size_t i = 0; i < chunk.size(); i += 8) {
-      uint64_t r = rng();
-      memcpy(&chunk[i], &r, 8);
-    }
-    CHECK((*w)->Append(absl::string_view(chunk).substr(
-                           0, std::min<int64_t>(chunk.size(), size - done)))
-              .ok());
-  }
-  auto info = (*w)->Commit(size, "");
-  CHECK(info.ok()) << info.status();
-  return info->digest;
-}
 
 double DirectRead(const std::string& path, int64_t size) {
   int fd = open(path.c_str(), O_RDONLY);
@@ -128,7 +104,8 @@ int Run() {
   auto server = ContentServer::Start(dir + "/c.sock", dir + "/root");
   CHECK(server.ok()) << server.status();
   int64_t size = FLAGS_size_mb << 20;
-  std::string digest = WriteBlob((*server)->store(), size);
+  std::string digest =
+      WriteRandomBlob((*server)->store(), "bench/1/layer", size, 42);
   sync();  // Let writeback finish first: it competes for the CPUs here.
   std::string path = absl::StrCat(dir, "/root/blobs/sha256/", digest.substr(7));
 

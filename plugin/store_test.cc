@@ -367,6 +367,32 @@ TEST_F(BlobStoreTest, StrayTempFilesRemovedOnOpen) {
   EXPECT_NE(access(tmp.c_str(), F_OK), 0);
 }
 
+TEST_F(BlobStoreTest, GarbageOnDiskIsSurvivedNotTrusted) {
+  // Files a crash, a bad disk or another program may leave behind.
+  { MustOpen("ns/1/layer-sha256:g", 10)->Append("12345").IgnoreError(); }
+  std::string dir = IngestDirOf("ns/1/layer-sha256:g");
+  ASSERT_TRUE(WriteFileAtomic(dir + "/total", "not a number").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/startedat", "yesterday-ish").ok());
+  ASSERT_TRUE(MakeDirs(root_ + "/ingest/not-an-ingest").ok());
+  ASSERT_TRUE(WriteFileAtomic(root_ + "/blobs/sha256/README", "hi").ok());
+  ASSERT_TRUE(WriteFileAtomic(root_ + "/blobs/sha256/" + std::string(64, 'Z'),
+                              "bad name")
+                  .ok());
+  Reopen();
+  auto blobs = store_->List();
+  ASSERT_TRUE(blobs.ok());
+  EXPECT_TRUE(blobs->empty());  // Only files named by a valid digest count.
+  auto ingests = store_->ListIngests();
+  ASSERT_TRUE(ingests.ok());
+  ASSERT_EQ(ingests->size(), 1u);     // The directory without a ref is skipped.
+  EXPECT_EQ((*ingests)[0].total, 0);  // Unparsable total: unknown.
+  auto w = MustOpen("ns/1/layer-sha256:g", 10);
+  EXPECT_EQ(w->offset(), 5);
+  EXPECT_EQ(w->total(), 10);  // Rewritten from the writer's own total.
+  ASSERT_TRUE(w->Append("67890").ok());
+  EXPECT_TRUE(w->Commit(10, Sha256Digest("1234567890")).ok());
+}
+
 TEST_F(BlobStoreTest, RelativeRootIsRejected) {
   EXPECT_EQ(BlobStore::Open("relative/dir").status().code(),
             absl::StatusCode::kInvalidArgument);

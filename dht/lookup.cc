@@ -123,8 +123,9 @@ bool Lookup::done() const {
   for (const Candidate& c : candidates_) {
     if (considered >= options_.k) break;
     if (c.state == State::kFailed) continue;
-    if (c.state != State::kAnswered) return false;
     ++considered;
+    if (c.state == State::kSlow && !options_.wait_for_slow) continue;
+    if (c.state != State::kAnswered) return false;
   }
   return true;
 }

@@ -27,6 +27,13 @@ struct LookupOptions {
   // Provider lookups stop as soon as this many distinct providers are known;
   // 0 never stops early. A fetcher needs only a few sources.
   size_t enough_providers = 0;
+  // Whether done() waits for slow contacts (soft timeout passed) among the k
+  // closest. True keeps the paper's convergence, which FIND_NODE for
+  // Provide needs: a record must reach the real k closest. False lets a
+  // provider lookup that found nothing end once only slow contacts are left,
+  // instead of holding the caller until their hard timeout (300 ms); a slow
+  // contact is most often one whose request or reply was lost.
+  bool wait_for_slow = true;
 };
 
 // State of one lookup towards `target`. Contacts are kept sorted by XOR
@@ -76,7 +83,8 @@ class Lookup {
   bool OnSlow(const NodeId& from);
 
   // True once the k closest non-failed contacts have all answered (or none
-  // are left), or enough providers were found. NextToQuery() is then empty.
+  // are left; slow ones do not count unless options.wait_for_slow), or
+  // enough providers were found. NextToQuery() is then empty.
   bool done() const;
 
   // Up to k contacts that answered, closest to the target first.

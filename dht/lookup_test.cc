@@ -158,6 +158,23 @@ TEST(Lookup, SlowContactThatFailsIsDropped) {
   EXPECT_EQ(lookup.in_flight(), 0u);
 }
 
+TEST(Lookup, WithoutWaitForSlowEndsWhenOnlySlowContactsRemain) {
+  // A provider lookup for a missing key must not wait out the hard timeout
+  // of a lost request once everything else has answered.
+  LookupOptions options = Small();
+  options.wait_for_slow = false;
+  Lookup lookup(kSelf, kTarget, options);
+  lookup.AddSeeds(Cs({10, 20, 30}));
+  ASSERT_THAT(lookup.NextToQuery(), SizeIs(2));
+  ASSERT_TRUE(lookup.OnSlow(C(10).id));
+  EXPECT_EQ(Ds(lookup.NextToQuery()), (std::vector<uint8_t>{30}));
+  ASSERT_TRUE(lookup.OnReply(C(20).id, {}));
+  EXPECT_FALSE(lookup.done());
+  ASSERT_TRUE(lookup.OnReply(C(30).id, {}));
+  EXPECT_TRUE(lookup.done());
+  EXPECT_THAT(lookup.NextToQuery(), IsEmpty());
+}
+
 TEST(Lookup, StopsEarlyWhenEnoughProviders) {
   Lookup lookup(kSelf, kTarget, Small(/*enough_providers=*/2));
   lookup.AddSeeds(Cs({10, 20, 30}));

@@ -62,6 +62,8 @@ Node::Node(const NodeId& id, Transport& transport, Clock& clock,
       store_(options_.store),
       rpc_(id, transport, clock, gen, options_.rpc) {
   CHECK_GT(options_.alpha, 0u);
+  CHECK_LE(options_.soft_timeout_floor, options_.soft_timeout);
+  CHECK_GT(options_.soft_timeout_rtt_factor, 0);
   CHECK_GT(options_.provider_ttl, absl::ZeroDuration());
   CHECK_LE(options_.provider_ttl, kMaxProviderTtl);
   rpc_.SetRequestHandler([this](const Endpoint& from, Message request) {
@@ -190,6 +192,9 @@ void Node::StartLookup(const NodeId& target, LookupKind kind,
   lookup_options.alpha = options_.alpha;
   if (kind == LookupKind::kGetProviders) {
     lookup_options.enough_providers = options_.enough_providers;
+    // A fetcher wants an answer now; FIND_NODE for Provide keeps waiting,
+    // as its records must reach the real k closest.
+    lookup_options.wait_for_slow = false;
   }
   auto run = std::make_unique<LookupRun>(id_, target, lookup_options, kind,
                                          std::move(done));
@@ -221,25 +226,37 @@ void Node::SendLookupRequest(uint64_t lookup_id, LookupRun& run,
   Body request = run.kind == LookupKind::kFindNode
                      ? Body(shoal::dht::FindNode{target})
                      : Body(GetProviders{target});
-  absl::Status sent =
-      rpc_.SendRequest(to.endpoint, std::move(request),
-                       [this, lookup_id, to](absl::StatusOr<Message> reply) {
-                         OnLookupReply(lookup_id, to, std::move(reply));
-                       });
+  absl::Status sent = rpc_.SendRequest(
+      to.endpoint, std::move(request),
+      [this, lookup_id, to, at = clock_.Now()](absl::StatusOr<Message> reply) {
+        OnLookupReply(lookup_id, to, at, std::move(reply));
+      });
   if (!sent.ok()) {
     run.lookup.OnFailure(to.id);
     return;
   }
   ++counters_.lookup_requests;
   run.soft_timers[to.id] = clock_.Schedule(
-      options_.soft_timeout,
+      SoftTimeout(),
       [this, lookup_id, id = to.id] { OnSoftTimeout(lookup_id, id); });
 }
 
-void Node::OnLookupReply(uint64_t lookup_id, const Contact& to,
+void Node::SampleRtt(absl::Duration rtt) {
+  ++counters_.rtt_samples;
+  srtt_ = srtt_ == absl::ZeroDuration() ? rtt : srtt_ + (rtt - srtt_) / 8;
+}
+
+absl::Duration Node::SoftTimeout() const {
+  if (srtt_ == absl::ZeroDuration()) return options_.soft_timeout;
+  return std::clamp(srtt_ * options_.soft_timeout_rtt_factor,
+                    options_.soft_timeout_floor, options_.soft_timeout);
+}
+
+void Node::OnLookupReply(uint64_t lookup_id, const Contact& to, absl::Time sent,
                          absl::StatusOr<Message> reply) {
   // The routing table learns from the outcome even if the lookup is over.
   const bool from_to = LearnFromReply(to, reply);
+  if (from_to) SampleRtt(clock_.Now() - sent);
   auto it = lookups_.find(lookup_id);
   if (it == lookups_.end()) return;
   LookupRun& run = *it->second;

@@ -36,17 +36,31 @@ struct NodeOptions {
   RpcOptions rpc;
   // Parallelism alpha of every lookup (paper, 2.3).
   size_t alpha = 3;
-  // After this long without a reply a lookup request stops holding one of
-  // the alpha slots and the lookup queries the next contact; the request
-  // itself waits for the full RPC timeout (300 ms), and a reply in between
-  // still counts. A LAN round trip is ~0.5 ms, so 50 ms (100 round trips)
-  // marks a peer that is dead or badly overloaded, while a lookup through
-  // dead contacts loses 50 ms per hop instead of 300.
+  // Soft timeout of lookup requests: after this long without a reply a
+  // request stops holding one of the alpha slots and the lookup queries the
+  // next contact (in effect a hedge), while the request itself waits for
+  // the full RPC timeout (300 ms) and a reply in between still counts. It is
+  // soft_timeout_rtt_factor times the smoothed round trip of lookup replies,
+  // kept within [soft_timeout_floor, soft_timeout]:
+  // - 10 round trips: a live peer's reply is late by that much only when
+  //   the peer or its host stalls, so almost every soft timeout is a lost
+  //   datagram or a dead peer, and each costs ~10 round trips, not 300 ms.
+  // - floor 5 ms: 10 LAN round trips of 0.5 ms; below that, scheduling
+  //   jitter on a loaded host (a few ms) would mark live peers slow and send
+  //   needless extra requests.
+  // - soft_timeout, 50 ms, is the cap and the value before the first
+  //   sample: it keeps the old behaviour on slow links (WAN) and before any
+  //   round trip is known.
   absl::Duration soft_timeout = absl::Milliseconds(50);
+  absl::Duration soft_timeout_floor = absl::Milliseconds(5);
+  double soft_timeout_rtt_factor = 10;
   // FindProviders stops once this many providers are known (0: run to
-  // convergence). 8 gives a fetcher a choice of sources while sparing the
-  // rest of the lookup.
-  size_t enough_providers = 8;
+  // convergence). 1: a node about to pull a blob needs one live source now,
+  // not the converged set; the holders it reached return up to 20 providers
+  // each, so the result usually lists several, and a fetcher that finds
+  // them all dead can look up again. Waiting for more would cost the round
+  // trips the latency goal (p50 <= 2 ms) does not have.
+  size_t enough_providers = 1;
   // Lifetime asked for in ADD_PROVIDER. 24 hours is half the wire limit, so
   // a republish every 12 hours (not yet implemented) would survive one
   // missed round.
@@ -60,6 +74,7 @@ struct NodeCounters {
   uint64_t lookups_started = 0;
   uint64_t lookup_requests = 0;  // FIND_NODE / GET_PROVIDERS sent by lookups.
   uint64_t soft_timeouts = 0;
+  uint64_t rtt_samples = 0;  // Lookup replies timed for the soft timeout.
   uint64_t eviction_pings = 0;
   uint64_t records_refused = 0;  // ADD_PROVIDER keys the store refused.
 };
@@ -107,7 +122,8 @@ class Node {
   void FindClosestNodes(const NodeId& target, FindClosestNodesCallback done);
 
   // Looks `key` up with GET_PROVIDERS, starting with our own store, and
-  // stops after options.enough_providers or when the lookup converges.
+  // stops after options.enough_providers (default 1) or when the lookup
+  // converges; slow contacts (soft timeout passed) do not hold convergence.
   void FindProviders(const NodeId& key, FindProvidersCallback done);
 
   // Announces that this node provides every key in `keys`: one FIND_NODE
@@ -160,8 +176,11 @@ class Node {
                    LookupDone done);
   void Pump(uint64_t lookup_id);
   void SendLookupRequest(uint64_t lookup_id, LookupRun& run, const Contact& to);
-  void OnLookupReply(uint64_t lookup_id, const Contact& to,
+  void OnLookupReply(uint64_t lookup_id, const Contact& to, absl::Time sent,
                      absl::StatusOr<Message> reply);
+  // Folds one lookup round trip into srtt_ and returns the soft timeout.
+  void SampleRtt(absl::Duration rtt);
+  absl::Duration SoftTimeout() const;
   void OnSoftTimeout(uint64_t lookup_id, const NodeId& to);
   void FinishLookup(uint64_t lookup_id);
 
@@ -205,6 +224,9 @@ class Node {
   absl::flat_hash_map<uint64_t, std::unique_ptr<Announcement>> announcements_;
   // Defer() timers still pending, cancelled by the destructor.
   absl::flat_hash_map<uint64_t, Clock::TimerId> deferred_;
+  // Smoothed round trip of lookup requests (RFC 6298's gain of 1/8); zero
+  // until the first reply.
+  absl::Duration srtt_ = absl::ZeroDuration();
   NodeCounters counters_;
 };
 

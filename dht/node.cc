@@ -18,6 +18,9 @@ namespace {
 // the time, so three tries all fail with probability 8e-6; a dead seed costs
 // three RPC timeouts (0.9 s).
 constexpr int kBootstrapAttempts = 3;
+// ExpireAll() runs at most this often: a minute's worth of expired records
+// held is a small overshoot, and the scan touches every record.
+constexpr absl::Duration kExpireAllEvery = absl::Minutes(1);
 
 }  // namespace
 
@@ -31,6 +34,12 @@ struct Node::LookupRun {
   // Soft-timeout timers of requests not yet answered or slow.
   absl::flat_hash_map<NodeId, Clock::TimerId> soft_timers;
   LookupDone done;
+};
+
+struct Node::WatchedProvider {
+  Endpoint endpoint;      // Its DHT endpoint: where its ADD_PROVIDER came from.
+  absl::Time heard;       // Last request or reply from it, or when first seen.
+  bool checking = false;  // A check PING is outstanding.
 };
 
 struct Node::BootstrapRun {
@@ -76,6 +85,7 @@ Node::~Node() {
     for (auto& [peer, timer] : run->soft_timers) clock_.Cancel(timer);
   }
   for (auto& [key, timer] : deferred_) clock_.Cancel(timer);
+  if (check_timer_ != Clock::kNoTimer) clock_.Cancel(check_timer_);
 }
 
 // ---------------------------------------------------------------------------
@@ -83,6 +93,7 @@ Node::~Node() {
 
 void Node::OnRequest(const Endpoint& from, Message request) {
   Learn(Contact{request.sender, from});
+  Heard(request.sender);
 
   Body reply = Pong{};  // PING, ADD_PROVIDER and WITHDRAW_PROVIDER.
   if (const auto* find = absl::get_if<FindNode>(&request.body)) {
@@ -90,7 +101,7 @@ void Node::OnRequest(const Endpoint& from, Message request) {
   } else if (const auto* get = absl::get_if<GetProviders>(&request.body)) {
     reply = HandleGetProviders(*get);
   } else if (const auto* add = absl::get_if<AddProvider>(&request.body)) {
-    reply = HandleAddProvider(request.sender, *add);
+    reply = HandleAddProvider(Contact{request.sender, from}, *add);
   } else if (const auto* w = absl::get_if<WithdrawProvider>(&request.body)) {
     reply = HandleWithdraw(request.sender, *w);
   }
@@ -117,13 +128,22 @@ Body Node::HandleGetProviders(const GetProviders& request) const {
   return reply;
 }
 
-Body Node::HandleAddProvider(const NodeId& sender, const AddProvider& request) {
+Body Node::HandleAddProvider(const Contact& sender,
+                             const AddProvider& request) {
   // PONG whatever the store says: the requester cannot act on a refusal,
   // and the other k - 1 nodes may still have room.
   for (const NodeId& key : request.keys) {
     absl::StatusOr<AddProviderResult> added =
-        store_.Add(key, sender, request.provider, request.ttl, clock_.Now());
+        store_.Add(key, sender.id, request.provider, request.ttl, clock_.Now());
     if (!added.ok()) ++counters_.records_refused;
+  }
+  // Check the provider from now on; a known one keeps its state, and its
+  // endpoint is updated as a refresh updates the record's.
+  if (store_.RecordsOf(sender.id) > 0) {
+    WatchedProvider& watched = watched_[sender.id];
+    watched.endpoint = sender.endpoint;
+    watched.heard = clock_.Now();
+    ArmProviderCheck();
   }
   return Pong{};
 }
@@ -163,6 +183,7 @@ bool Node::LearnFromReply(const Contact& to,
     return false;
   }
   Learn(Contact{reply->sender, to.endpoint});
+  Heard(reply->sender);
   if (reply->sender == to.id) return true;
   // Another node now answers at that endpoint: the one we knew is gone.
   Forget(to.id);
@@ -519,6 +540,89 @@ void Node::FinishAnnouncement(uint64_t op) {
   a->done(absl::UnavailableError(absl::StrCat(
       "dht: ", missing, " of ", a->keys_total, " keys reached no node (",
       a->withdraw ? "withdraw" : "provide", ")")));
+}
+
+// ---------------------------------------------------------------------------
+// Provider checks.
+
+void Node::Heard(const NodeId& id) {
+  auto it = watched_.find(id);
+  if (it != watched_.end()) it->second.heard = clock_.Now();
+}
+
+void Node::ArmProviderCheck() {
+  if (options_.provider_check_interval <= absl::ZeroDuration() ||
+      check_timer_ != Clock::kNoTimer || watched_.empty()) {
+    return;
+  }
+  check_timer_ = clock_.Schedule(options_.provider_check_tick, [this] {
+    check_timer_ = Clock::kNoTimer;
+    OnProviderCheckTick();
+  });
+}
+
+// Pings the providers not heard from for the longest, at most
+// provider_checks_per_tick of them, and forgets providers we no longer hold
+// records of.
+void Node::OnProviderCheckTick() {
+  const absl::Time now = clock_.Now();
+  if (now - last_expire_all_ >= kExpireAllEvery) {
+    store_.ExpireAll(now);
+    last_expire_all_ = now;
+  }
+  std::vector<std::pair<absl::Time, NodeId>> due;
+  for (auto it = watched_.begin(); it != watched_.end();) {
+    if (store_.RecordsOf(it->first) == 0) {
+      watched_.erase(it++);
+      continue;
+    }
+    const WatchedProvider& w = it->second;
+    if (!w.checking && now - w.heard >= options_.provider_check_interval) {
+      due.emplace_back(w.heard, it->first);
+    }
+    ++it;
+  }
+  // Oldest first; ties by ID keep simulations deterministic.
+  const size_t n = std::min(due.size(), options_.provider_checks_per_tick);
+  std::partial_sort(due.begin(), due.begin() + n, due.end());
+  for (size_t i = 0; i < n; ++i) PingProvider(due[i].second, /*attempt=*/1);
+  ArmProviderCheck();
+}
+
+void Node::PingProvider(const NodeId& id, int attempt) {
+  auto it = watched_.find(id);
+  if (it == watched_.end()) return;
+  it->second.checking = true;
+  ++counters_.provider_pings;
+  const Contact to{id, it->second.endpoint};
+  absl::Status sent = rpc_.SendRequest(
+      to.endpoint, Ping{}, [this, to, attempt](absl::StatusOr<Message> reply) {
+        // Counts against the routing table as any failed request does.
+        LearnFromReply(to, reply);
+        OnProviderPong(to.id, attempt, reply);
+      });
+  if (!sent.ok()) OnProviderPong(id, attempt, sent);
+}
+
+void Node::OnProviderPong(const NodeId& id, int attempt,
+                          const absl::StatusOr<Message>& reply) {
+  auto it = watched_.find(id);
+  if (it == watched_.end()) return;
+  if (reply.ok() && reply->sender == id) {
+    it->second.checking = false;  // Heard() already set `heard`.
+    return;
+  }
+  // Retry at once: a lost datagram must not cost a live provider its
+  // records, and a dead one should go within seconds, not intervals.
+  if (attempt < options_.provider_check_attempts) {
+    PingProvider(id, attempt + 1);
+    return;
+  }
+  const size_t removed = store_.RemoveProvider(id);
+  watched_.erase(it);
+  ++counters_.providers_removed;
+  VLOG(1) << "dht: provider check failed id=" << id.ShortHex()
+          << " records_removed=" << removed;
 }
 
 void Node::Defer(std::function<void()> callback) {

@@ -44,35 +44,44 @@ class Cluster {
     }
   }
 
+  // Runs the network until `done` holds, at most a simulated minute. Nodes
+  // that hold provider records check them on a timer forever, so
+  // RunUntilIdle would never return.
+  template <typename Pred>
+  void RunUntil(Pred done) {
+    const absl::Time limit = net_.Now() + absl::Minutes(1);
+    while (!done() && net_.Now() < limit) net_.RunFor(absl::Milliseconds(5));
+  }
+
   // Bootstraps nodes 1..n-1 from node 0, one after another.
   void BootstrapAll() {
     for (size_t i = 1; i < nodes_.size(); ++i) {
       absl::optional<absl::Status> status;
       nodes_[i]->Bootstrap({Ep(0)}, [&](absl::Status s) { status = s; });
-      net_.RunUntilIdle();
+      RunUntil([&] { return status.has_value(); });
       ASSERT_TRUE(status.has_value()) << "node " << i;
       ASSERT_TRUE(status->ok()) << "node " << i << ": " << *status;
     }
   }
 
   absl::Status Provide(int i, const std::vector<NodeId>& keys) {
-    absl::Status status = absl::UnknownError("callback did not run");
+    absl::optional<absl::Status> status;
     nodes_[i]->Provide(keys, [&](absl::Status s) { status = s; });
-    net_.RunUntilIdle();
-    return status;
+    RunUntil([&] { return status.has_value(); });
+    return status.value_or(absl::UnknownError("callback did not run"));
   }
 
   absl::Status Withdraw(int i, const std::vector<NodeId>& keys) {
-    absl::Status status = absl::UnknownError("callback did not run");
+    absl::optional<absl::Status> status;
     nodes_[i]->Withdraw(keys, [&](absl::Status s) { status = s; });
-    net_.RunUntilIdle();
-    return status;
+    RunUntil([&] { return status.has_value(); });
+    return status.value_or(absl::UnknownError("callback did not run"));
   }
 
   FindProvidersResult Find(int i, const NodeId& key) {
     absl::optional<FindProvidersResult> result;
     nodes_[i]->FindProviders(key, [&](FindProvidersResult r) { result = r; });
-    net_.RunUntilIdle();
+    RunUntil([&] { return result.has_value(); });
     EXPECT_TRUE(result.has_value()) << "node " << i;
     return result.value_or(FindProvidersResult{});
   }
@@ -136,7 +145,9 @@ class NodeRequestTest : public ::testing::Test {
         Encode(Message{++request_id_, Id(2), std::move(body)});
     EXPECT_TRUE(bytes.ok()) << bytes.status();
     EXPECT_TRUE(peer_->Send(Ep(0), *bytes).ok());
-    net_.RunUntilIdle();
+    // Not RunUntilIdle: once the node holds the peer's records it checks
+    // them on a timer forever. A reply takes one round trip (0.5 ms).
+    net_.RunFor(absl::Milliseconds(10));
     EXPECT_FALSE(replies_.empty());
     if (replies_.empty()) return Ping{};
     EXPECT_EQ(replies_.back().request_id, request_id_);
@@ -280,7 +291,8 @@ TEST(Node, KilledNodesAreDroppedAndLookupsStillSucceed) {
         cluster.node(i).FindClosestNodes(NodeId::Random(gen),
                                          [](std::vector<Contact>) {});
       }
-      cluster.net().RunUntilIdle();
+      // A lookup through dead contacts takes at most a few hard timeouts.
+      cluster.net().RunFor(absl::Seconds(2));
     }
   }
   const size_t dead_after = cluster.DeadEntries(dead);
@@ -305,6 +317,63 @@ TEST(Node, OnePercentLossStillFinds) {
         << "node " << i;
   }
   EXPECT_GT(cluster.net().counters().lost, 0u);
+}
+
+// Holders of a dead provider's records kept returning it until a lookup
+// happened to drop it from their routing table; they must check it instead.
+TEST(Node, KilledProviderStopsBeingReturnedWithinFifteenSeconds) {
+  Cluster cluster(60);
+  ASSERT_NO_FATAL_FAILURE(cluster.BootstrapAll());
+  ASSERT_TRUE(cluster.Provide(5, {kKey}).ok());
+  ASSERT_TRUE(cluster.Provide(6, {kKey}).ok());
+  auto holders_of = [&](int provider) {
+    int holders = 0;
+    for (int i = 0; i < cluster.size(); ++i) {
+      if (i == provider) continue;  // Its own record, if among the closest.
+      holders += cluster.node(i).provider_store().RecordsOf(
+                     cluster.node(provider).id()) > 0;
+    }
+    return holders;
+  };
+  ASSERT_GE(holders_of(5), 10);
+  cluster.Kill({5});
+
+  // 10 s check interval + 1 s tick + three 300 ms PINGs, with margin.
+  cluster.net().RunFor(absl::Seconds(15));
+  EXPECT_EQ(holders_of(5), 0);
+  EXPECT_GE(holders_of(6), 10);
+  for (int i = 0; i < cluster.size(); i += 3) {
+    if (i == 5) continue;
+    FindProvidersResult found = cluster.Find(i, kKey);
+    EXPECT_THAT(found.providers, Not(Contains(Ep(5)))) << "node " << i;
+    EXPECT_THAT(found.providers, Contains(Ep(6))) << "node " << i;
+  }
+}
+
+TEST(Node, ProviderChecksKeepLiveProvidersUnderLossAndStayCheap) {
+  Cluster cluster(60, /*loss_rate=*/0.01);
+  ASSERT_NO_FATAL_FAILURE(cluster.BootstrapAll());
+  ASSERT_TRUE(cluster.Provide(5, {kKey}).ok());
+  uint64_t pings_before = 0;
+  for (int i = 0; i < cluster.size(); ++i) {
+    pings_before += cluster.node(i).counters().provider_pings;
+  }
+  cluster.net().RunFor(absl::Minutes(2));
+
+  uint64_t pings = 0, removed = 0;
+  int holders = 0;
+  for (int i = 0; i < cluster.size(); ++i) {
+    pings += cluster.node(i).counters().provider_pings;
+    removed += cluster.node(i).counters().providers_removed;
+    holders +=
+        cluster.node(i).provider_store().RecordsOf(cluster.node(5).id()) > 0;
+  }
+  EXPECT_EQ(removed, 0u);
+  EXPECT_GE(holders, 19);
+  // Each holder PINGs the one provider about once per 10 s (12 in 2 min,
+  // plus retries after losses).
+  EXPECT_LE(pings - pings_before, static_cast<uint64_t>(holders) * 14);
+  EXPECT_GE(pings - pings_before, static_cast<uint64_t>(holders) * 8);
 }
 
 }  // namespace

@@ -27,8 +27,9 @@ ProviderStore::ProviderStore(ProviderStoreOptions options) : options_(options) {
 size_t ProviderStore::ExpireKey(std::vector<ProviderRecord>& records,
                                 absl::Time now) {
   auto live_end =
-      std::remove_if(records.begin(), records.end(),
-                     [&](const ProviderRecord& r) { return r.expires <= now; });
+      std::partition(records.begin(), records.end(),
+                     [&](const ProviderRecord& r) { return r.expires > now; });
+  for (auto it = live_end; it != records.end(); ++it) Uncount(it->provider_id);
   size_t freed = records.end() - live_end;
   records.erase(live_end, records.end());
   size_ -= freed;
@@ -68,6 +69,7 @@ absl::StatusOr<AddProviderResult> ProviderStore::Add(const NodeId& key,
   }
   records.push_back(fresh);
   ++size_;
+  ++per_provider_[provider_id];
   return AddProviderResult::kAdded;
 }
 
@@ -82,6 +84,7 @@ bool ProviderStore::Withdraw(const NodeId& key, const NodeId& provider_id) {
 
   records.erase(it);
   --size_;
+  Uncount(provider_id);
   if (records.empty()) by_key_.erase(entry);
   return true;
 }
@@ -103,7 +106,19 @@ size_t ProviderStore::RemoveProvider(const NodeId& provider_id) {
     }
   }
   size_ -= removed;
+  per_provider_.erase(provider_id);
   return removed;
+}
+
+void ProviderStore::Uncount(const NodeId& provider_id) {
+  auto it = per_provider_.find(provider_id);
+  DCHECK(it != per_provider_.end());
+  if (it != per_provider_.end() && --it->second == 0) per_provider_.erase(it);
+}
+
+size_t ProviderStore::RecordsOf(const NodeId& provider_id) const {
+  auto it = per_provider_.find(provider_id);
+  return it == per_provider_.end() ? 0 : it->second;
 }
 
 std::vector<ProviderRecord> ProviderStore::Get(const NodeId& key,

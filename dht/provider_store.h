@@ -92,6 +92,9 @@ class ProviderStore {
   // Frees every record expired at `now`. Returns the number freed.
   size_t ExpireAll(absl::Time now);
 
+  // Records of `provider_id` held, including expired ones not yet freed.
+  size_t RecordsOf(const NodeId& provider_id) const;
+
   // Records held, including expired ones not yet freed.
   size_t size() const { return size_; }
   // Keys with at least one record held.
@@ -99,6 +102,8 @@ class ProviderStore {
 
  private:
   size_t ExpireKey(std::vector<ProviderRecord>& records, absl::Time now);
+  // Lowers the record count of `provider_id` by one, erasing it at zero.
+  void Uncount(const NodeId& provider_id);
 
   // Set at construction.
   const ProviderStoreOptions options_;
@@ -107,6 +112,9 @@ class ProviderStore {
   // scan is cheap. Keys with no records are erased.
   absl::flat_hash_map<NodeId, std::vector<ProviderRecord>> by_key_;
   size_t size_ = 0;
+  // Records held per provider ID, so the node can tell when it no longer
+  // holds any record of a provider it checks; the IDs with a nonzero count.
+  absl::flat_hash_map<NodeId, size_t> per_provider_;
 };
 
 }  // namespace shoal::dht

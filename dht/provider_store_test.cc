@@ -209,5 +209,21 @@ TEST_F(ProviderStoreTest, ExpireAllFreesOnlyExpired) {
   EXPECT_THAT(Providers(key_), ElementsAre(Id(2)));
 }
 
+TEST_F(ProviderStoreTest, RecordsOfCountsThroughEveryRemoval) {
+  Add(key_, 1, absl::Seconds(10));
+  Add(other_key_, 1);
+  Add(key_, 1, absl::Seconds(10));  // A refresh is not a new record.
+  Add(key_, 2);
+  EXPECT_EQ(store_.RecordsOf(Id(1)), 2u);
+  EXPECT_TRUE(store_.Withdraw(other_key_, Id(1)));
+  EXPECT_EQ(store_.RecordsOf(Id(1)), 1u);
+  AdvanceTime(absl::Seconds(10));
+  store_.ExpireAll(now_);
+  EXPECT_EQ(store_.RecordsOf(Id(1)), 0u);
+  EXPECT_EQ(store_.RecordsOf(Id(2)), 1u);
+  store_.RemoveProvider(Id(2));
+  EXPECT_EQ(store_.RecordsOf(Id(2)), 0u);
+}
+
 }  // namespace
 }  // namespace shoal::dht

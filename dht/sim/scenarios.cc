@@ -26,6 +26,12 @@ constexpr int kBootstrapBatch = 50;
 // Lookups start this far apart in simulated time: a lookup takes a few
 // round trips (~1-2 ms), so they overlap little and do not queue.
 constexpr absl::Duration kLookupSpacing = absl::Milliseconds(1);
+// RunUntilDone gives up after this much simulated time; every operation
+// here ends within a few hard timeouts (0.3 s) of its last request.
+constexpr absl::Duration kRunLimit = absl::Minutes(5);
+// RunUntilDone's step: 1 ms is two LAN round trips, so a phase ends within
+// 1 ms of its last callback.
+constexpr absl::Duration kRunStep = absl::Milliseconds(1);
 // kill10 looks up again this long after the kill.
 constexpr absl::Duration kAfterKill = absl::Seconds(30);
 
@@ -87,10 +93,15 @@ std::vector<ScenarioResult> RunSteady(const SimConfig& config,
   return {row};
 }
 
-// TODO: records of dead providers are dropped only when a record holder
-// drops the dead node from its routing table after 3 failed requests;
-// nothing checks providers in the background, so 30 s after the kill about a
-// quarter of lookups still return a dead provider (goal: none).
+// Sum of one node counter over all nodes.
+uint64_t SumProviderPings(SimCluster& cluster) {
+  uint64_t pings = 0;
+  for (int i = 0; i < cluster.size(); ++i) {
+    pings += cluster.node(i).counters().provider_pings;
+  }
+  return pings;
+}
+
 std::vector<ScenarioResult> RunKill10(const SimConfig& config) {
   std::unique_ptr<SimCluster> cluster = BuildCluster(config);
   cluster->KillFraction(0.10);
@@ -99,7 +110,15 @@ std::vector<ScenarioResult> RunKill10(const SimConfig& config) {
       Tag(cluster->MeasureLookups("kill10+0s", config.lookups), *cluster);
   SetGoal(now, 0.99, /*latency=*/false, /*no_dead=*/false);
 
+  const uint64_t pings_before = SumProviderPings(*cluster);
+  const absl::Time wait_from = cluster->net().Now();
   cluster->net().RunUntil(killed_at + kAfterKill);
+  // The provider checks' cost, for the README (all nodes, killed included).
+  LOG(INFO) << "dht_sim: provider checks nodes=" << cluster->size()
+            << " pings_per_node_per_s="
+            << (SumProviderPings(*cluster) - pings_before) /
+                   static_cast<double>(cluster->size()) /
+                   absl::ToDoubleSeconds(cluster->net().Now() - wait_from);
   ScenarioResult later =
       Tag(cluster->MeasureLookups("kill10+30s", config.lookups), *cluster);
   SetGoal(later, 0.99, /*latency=*/false, /*no_dead=*/true);
@@ -159,18 +178,26 @@ void SimCluster::AddNodes(int count) {
   }
 }
 
+void SimCluster::RunUntilDone(const std::function<bool()>& done) {
+  const absl::Time limit = net_.Now() + kRunLimit;
+  while (!done() && net_.Now() < limit) net_.RunFor(kRunStep);
+}
+
 int SimCluster::BootstrapBatch(int first, int last) {
   std::vector<Endpoint> seeds;
   for (int s = 0; s < std::min(kSeedCount, first); ++s) {
     seeds.push_back(EndpointOf(s));
   }
-  int failed = 0;
+  int failed = 0, finished = 0;
   for (int i = first; i < last; ++i) {
-    nodes_[i]->Bootstrap(seeds, [&failed](absl::Status status) {
+    nodes_[i]->Bootstrap(seeds, [&failed, &finished](absl::Status status) {
       if (!status.ok()) ++failed;
+      ++finished;
     });
   }
-  net_.RunUntilIdle();
+  RunUntilDone([&] { return finished == last - first; });
+  // The callbacks point into this frame.
+  CHECK_EQ(finished, last - first) << "bootstraps did not all call back";
   return failed;
 }
 
@@ -222,13 +249,16 @@ int SimCluster::ProvideKeys() {
   std::vector<int> order;
   for (const auto& entry : per_node) order.push_back(entry.first);
   std::sort(order.begin(), order.end());
-  int failed = 0;
+  int failed = 0, finished = 0;
   for (int n : order) {
-    nodes_[n]->Provide(per_node[n], [&failed](absl::Status status) {
+    nodes_[n]->Provide(per_node[n], [&failed, &finished](absl::Status status) {
       if (!status.ok()) ++failed;
+      ++finished;
     });
   }
-  net_.RunUntilIdle();
+  const int started = static_cast<int>(order.size());
+  RunUntilDone([&] { return finished == started; });
+  CHECK_EQ(finished, started) << "provides did not all call back";
   return failed;
 }
 
@@ -348,7 +378,7 @@ ScenarioResult SimCluster::MeasureLookups(const std::string& scenario,
           });
     });
   }
-  net_.RunUntilIdle();
+  RunUntilDone([&] { return row.hops.size() == static_cast<size_t>(count); });
   CHECK_EQ(row.hops.size(), static_cast<size_t>(count))
       << "lookups did not all call back";
   row.datagrams = net_.counters().sent - sent_before;
@@ -359,16 +389,17 @@ FindProvidersResult SimCluster::Find(int from, const NodeId& key) {
   absl::optional<FindProvidersResult> found;
   nodes_[from]->FindProviders(key,
                               [&found](FindProvidersResult r) { found = r; });
-  net_.RunUntilIdle();
+  RunUntilDone([&] { return found.has_value(); });
   CHECK(found.has_value()) << "FindProviders did not call back";
   return *found;
 }
 
 absl::Status SimCluster::Withdraw(int node, const std::vector<NodeId>& keys) {
-  absl::Status status = absl::UnknownError("callback did not run");
+  absl::optional<absl::Status> status;
   nodes_[node]->Withdraw(keys, [&status](absl::Status s) { status = s; });
-  net_.RunUntilIdle();
-  return status;
+  RunUntilDone([&] { return status.has_value(); });
+  CHECK(status.has_value()) << "Withdraw did not call back";
+  return *status;
 }
 
 std::vector<std::string> ScenarioNames() {

@@ -2,12 +2,13 @@
 // one process, provide keys, disturb the network (kill, join, loss,
 // partition) and measure FindProviders lookups. Shared by the dht_sim
 // benchmark binary and scenarios_test. Single-threaded like SimNetwork: every
-// call runs the simulated network to completion before returning.
+// call runs the simulated network until its callbacks have run.
 #ifndef SHOAL_DHT_SIM_SCENARIOS_H_
 #define SHOAL_DHT_SIM_SCENARIOS_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -111,6 +112,10 @@ class SimCluster {
   double rss_bytes_per_node() const { return rss_bytes_per_node_; }
 
  private:
+  // Runs the network until `done` holds or kRunLimit of simulated time has
+  // passed. Not RunUntilIdle: nodes holding provider records check them on
+  // a timer forever, so the network is never idle.
+  void RunUntilDone(const std::function<bool()>& done);
   void AddNodes(int count);
   int BootstrapBatch(int first, int last);
   std::vector<int> LiveNodes() const;

@@ -545,6 +545,9 @@ void Node::FinishAnnouncement(uint64_t op) {
 // ---------------------------------------------------------------------------
 // Provider checks.
 
+// TODO: any datagram naming a provider's ID counts as hearing from it, and
+// sender IDs are not authenticated, so a spoofer can keep a dead provider's
+// records alive by sending requests under its ID every 10 s.
 void Node::Heard(const NodeId& id) {
   auto it = watched_.find(id);
   if (it != watched_.end()) it->second.heard = clock_.Now();

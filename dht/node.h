@@ -81,6 +81,12 @@ struct NodeOptions {
   // node (100 datagrams with the PONGs, ~5 KB/s) however many providers a
   // node holds records of; up to 50 * (30 - 2) = 1,400 distinct providers
   // each is still checked within the 30 s goal.
+  // TODO: the checks cost each holder one PING per distinct provider per
+  // 10 s, so with every node providing something the cost grows with N:
+  // above ~500 nodes the cap binds, and above ~1,400 distinct providers per
+  // holder a dead provider's records outlive the 30 s goal (at 5,000 such
+  // providers, ~100 s). Sharing verdicts among a key's k holders, or
+  // checking only records served recently, would cut it.
   size_t provider_checks_per_tick = 50;
   // Unanswered PINGs in a row before a provider's records go. 3, as for the
   // routing table: with 1% loss each way a live provider fails three

@@ -84,6 +84,8 @@ ScenarioResult Tag(ScenarioResult row, const SimCluster& cluster) {
   return row;
 }
 
+// TODO: at 5,000 nodes about 1% of lookups end with no provider (steady
+// 99.0%, goal 99.9%); not investigated, so success there is not assured.
 std::vector<ScenarioResult> RunSteady(const SimConfig& config,
                                       const std::string& name) {
   std::unique_ptr<SimCluster> cluster = BuildCluster(config);
@@ -324,11 +326,8 @@ int SimCluster::IndexOf(const Endpoint& endpoint) const {
   return it == index_.end() ? -1 : it->second;
 }
 
-// TODO: latency is measured to the FindProviders callback, and with fewer
-// than enough_providers (8) providers a lookup runs to convergence and waits
-// out the 300 ms hard timeout of any lost request: p50 4 ms and p99 ~300 ms
-// at 1% loss, against the goal of 2 ms / 20 ms. Time to the first provider
-// is not reported separately.
+// Latency is measured to the FindProviders callback, which comes with the
+// first provider found (NodeOptions::enough_providers, default 1).
 ScenarioResult SimCluster::MeasureLookups(const std::string& scenario,
                                           int count,
                                           const std::vector<int>& from) {

@@ -280,6 +280,7 @@ grpc::Status ContentService::Delete(grpc::ServerContext*,
     labels_.erase(req->digest());
   }
   VLOG(1) << "content: deleted digest=" << req->digest();
+  if (events_ != nullptr) events_->OnDeleted(req->digest());
   return grpc::Status::OK;
 }
 
@@ -367,6 +368,11 @@ grpc::Status ContentService::Write(
     resp.Clear();
     absl::Status st = session.Handle(req, &resp);
     if (!st.ok()) return Reject("Write", st);
+    // Before the reply: the blob is durable now, whether or not the client
+    // stays to read the answer.
+    if (req.action() == cv1::COMMIT && events_ != nullptr) {
+      events_->OnCommitted(resp.digest());
+    }
     if (!stream->Write(resp)) break;
     if (req.action() == cv1::COMMIT) return grpc::Status::OK;
     if (!stream->Read(&req)) break;

@@ -6,7 +6,8 @@
 // ALREADY_EXISTS, Delete and Abort are OK for unknown keys.
 //
 // Thread-safe: gRPC calls each RPC on its own thread; the store does the
-// locking. The store must outlive the service.
+// locking. The store, and the optional BlobEvents observer, must outlive the
+// service.
 #ifndef SHOAL_PLUGIN_CONTENT_SERVICE_H_
 #define SHOAL_PLUGIN_CONTENT_SERVICE_H_
 
@@ -18,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "containerd/services/content/v1/content.grpc.pb.h"
+#include "plugin/blob_events.h"
 #include "plugin/blob_stream.h"
 #include "plugin/store.h"
 
@@ -40,7 +42,11 @@ class ContentService final
           WithRawCallbackMethod_Read<
               ::containerd::services::content::v1::Content::Service> {
  public:
-  explicit ContentService(BlobStore* store) : store_(*store) {}
+  // `events`, when not null, hears of every successful COMMIT (including one
+  // that found the blob already stored) and every Delete; Info and Read
+  // never call it.
+  explicit ContentService(BlobStore* store, BlobEvents* events = nullptr)
+      : store_(*store), events_(events) {}
 
   // containerd.services.content.v1.Content
   grpc::Status Info(
@@ -89,6 +95,7 @@ class ContentService final
                 ::containerd::services::content::v1::Info* out);
 
   BlobStore& store_;
+  BlobEvents* const events_;  // Not owned; may be null.
 
   absl::Mutex labels_mu_;
   // Labels set through Update, by digest. containerd keeps its own labels in

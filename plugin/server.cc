@@ -41,12 +41,13 @@ absl::Status PrepareSocketPath(const std::string& path) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ContentServer>> ContentServer::Start(
-    const std::string& socket_path, const std::string& root) {
+    const std::string& socket_path, const std::string& root,
+    BlobEvents* events) {
   SHOAL_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
   std::unique_ptr<ContentServer> s(new ContentServer());
   s->socket_path_ = socket_path;
   SHOAL_ASSIGN_OR_RETURN(s->store_, BlobStore::Open(root));
-  s->service_ = std::make_unique<ContentService>(s->store_.get());
+  s->service_ = std::make_unique<ContentService>(s->store_.get(), events);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;

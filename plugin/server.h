@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "plugin/blob_events.h"
 #include "plugin/content_service.h"
 #include "plugin/store.h"
 
@@ -20,8 +21,11 @@ class ContentServer {
   // Opens the store at `root` and listens on the unix socket `socket_path`
   // (an absolute path; a stale socket file there is replaced, any other file
   // is an error). The socket is made accessible to its owner only.
+  // `events`, when not null, is passed to the ContentService (commits and
+  // deletes) and must outlive the server.
   static absl::StatusOr<std::unique_ptr<ContentServer>> Start(
-      const std::string& socket_path, const std::string& root);
+      const std::string& socket_path, const std::string& root,
+      BlobEvents* events = nullptr);
 
   ~ContentServer();
 

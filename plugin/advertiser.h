@@ -1,0 +1,113 @@
+// Advertises the blobs this node holds in the DHT: owns an EventLoop, a
+// UdpTransport and a dht::Node, and turns digests into provider records
+// (key = NodeId::ForKey(digest), provider = the node's DHT endpoint).
+// Thread-safe: every public method posts its work to the loop thread, where
+// the DHT runs without locks. Bootstrap, Provide and Withdraw run one at a
+// time in the order they were asked for, so a Withdraw never overtakes the
+// Provide of the same digest and nothing is provided before the node joined.
+// TODO: records are provided once and not republished; they vanish from the
+// DHT after the 24-hour provider TTL even though the blob is still held.
+#ifndef SHOAL_PLUGIN_ADVERTISER_H_
+#define SHOAL_PLUGIN_ADVERTISER_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "dht/endpoint.h"
+#include "dht/event_loop.h"
+#include "dht/node.h"
+#include "dht/udp_transport.h"
+#include "plugin/blob_events.h"
+#include "plugin/store.h"
+
+namespace shoal::plugin {
+
+class Advertiser : public BlobEvents {
+ public:
+  using FindProvidersCallback = std::function<void(std::vector<dht::Endpoint>)>;
+
+  // Starts the event loop and binds the DHT's UDP socket to `ip` (IPv4 or
+  // IPv6 literal, not unspecified: it is the address peers are told to fetch
+  // from) and `port` (0 picks a free one). INVALID_ARGUMENT for a bad
+  // address, UNAVAILABLE when the socket cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Advertiser>> Create(
+      const std::string& ip, uint16_t port, dht::NodeOptions options = {});
+
+  // Tears the node and socket down on the loop thread, then stops the loop.
+  // Work not yet done (queued provides, pending lookups) is dropped.
+  ~Advertiser() override;
+  Advertiser(const Advertiser&) = delete;
+  Advertiser& operator=(const Advertiser&) = delete;
+
+  // Joins the DHT through `seeds` (empty: the first node of a network, which
+  // others join). Call once, before or after Advertise(); provides wait for
+  // it. Logs the outcome (INFO when joined, WARNING when no seed answered).
+  void Start(std::vector<dht::Endpoint> seeds);
+
+  // Provides every digest in `digests` ("sha256:<hex>") in one batch.
+  // Failures are logged at WARNING, not retried.
+  void Advertise(std::vector<std::string> digests);
+  // Withdraws the provider records of `digests`, in one batch.
+  void Withdraw(std::vector<std::string> digests);
+  // Advertises every blob `store` holds now. Errors from listing the store
+  // are returned; the provide itself is asynchronous, as for Advertise().
+  absl::Status AdvertiseStored(const BlobStore& store);
+
+  // Looks up who provides `digest`; `done` runs once on the loop thread with
+  // the providers found (possibly none), unless the Advertiser is destroyed
+  // first. `done` must not call back into this Advertiser synchronously
+  // waiting for the loop.
+  void FindProviders(const std::string& digest, FindProvidersCallback done);
+
+  // The bound UDP endpoint, which is also the endpoint advertised.
+  const dht::Endpoint& endpoint() const { return endpoint_; }
+
+  // BlobEvents: each event is advertised (or withdrawn) on its own.
+  // TODO: one Provide per commit means one lookup per blob; a pull of many
+  // layers could be batched over a short window instead.
+  void OnCommitted(const std::string& digest) override;
+  void OnDeleted(const std::string& digest) override;
+
+ private:
+  enum class OpKind { kBootstrap, kProvide, kWithdraw };
+  struct Op {
+    OpKind kind;
+    std::vector<dht::Endpoint> seeds;  // kBootstrap only.
+    std::vector<std::string> digests;  // kProvide and kWithdraw.
+  };
+
+  explicit Advertiser(std::unique_ptr<dht::EventLoop> loop)
+      : loop_(std::move(loop)) {}
+
+  // Loop thread only.
+  void Enqueue(Op op);
+  void RunNext();
+  void RunBootstrap(const std::vector<dht::Endpoint>& seeds);
+  void RunAnnounce(const Op& op);
+  void OpDone();
+
+  // Set at construction.
+  std::unique_ptr<dht::EventLoop> loop_;
+  dht::Endpoint endpoint_;
+
+  // Loop thread only (created and destroyed there).
+  absl::BitGen gen_;
+  std::unique_ptr<dht::UdpTransport> transport_;
+  std::unique_ptr<dht::Node> node_;
+  // Operations waiting for the one in flight (busy_) to finish. Provides
+  // wait until Start() has been asked for and its bootstrap has finished.
+  std::deque<Op> queue_;
+  bool started_ = false;
+  bool busy_ = false;
+};
+
+}  // namespace shoal::plugin
+
+#endif  // SHOAL_PLUGIN_ADVERTISER_H_

@@ -1,0 +1,175 @@
+// Two content servers, each with a DHT advertiser over real UDP on
+// 127.0.0.20 and 127.0.0.21: blobs committed or deleted through one server's
+// content API (a real gRPC client on its unix socket) appear in and vanish
+// from the other's provider lookups, and blobs stored before start are
+// advertised at start.
+#include "plugin/advertiser.h"
+
+#include <grpcpp/grpcpp.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "containerd/services/content/v1/content.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "plugin/file_util.h"
+#include "plugin/server.h"
+#include "plugin/sha256.h"
+#include "plugin/store.h"
+
+namespace shoal::plugin {
+namespace {
+
+namespace cv1 = ::containerd::services::content::v1;
+
+// Generous for a loaded 2-core CI host; loopback lookups take milliseconds.
+constexpr absl::Duration kDeadline = absl::Seconds(20);
+constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
+
+// One shoald's worth: an advertiser and a content server using it.
+struct Daemon {
+  std::unique_ptr<Advertiser> advertiser;
+  std::unique_ptr<ContentServer> server;
+  std::unique_ptr<cv1::Content::Stub> stub;
+};
+
+class AdvertiserTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Unix socket paths are limited to 108 bytes; TEST_TMPDIR is long.
+    char tmpl[] = "/tmp/shoal-adv-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+
+  void TearDown() override {
+    // Servers first: they call into their advertisers.
+    for (Daemon* d : {&a_, &b_}) d->server.reset();
+    for (Daemon* d : {&a_, &b_}) d->advertiser.reset();
+    RemoveTree(dir_).IgnoreError();
+  }
+
+  // Starts a daemon named `name` with its DHT on `ip`, joining `seeds`, and
+  // advertises what its store already holds, as shoald does.
+  void StartDaemon(Daemon& d, const std::string& name, const std::string& ip,
+                   std::vector<dht::Endpoint> seeds) {
+    auto adv = Advertiser::Create(ip, 0);
+    ASSERT_TRUE(adv.ok()) << adv.status();
+    d.advertiser = *std::move(adv);
+    const std::string socket = absl::StrCat(dir_, "/", name, ".sock");
+    auto server = ContentServer::Start(socket, Root(name), d.advertiser.get());
+    ASSERT_TRUE(server.ok()) << server.status();
+    d.server = *std::move(server);
+    d.advertiser->Start(std::move(seeds));
+    ASSERT_TRUE(d.advertiser->AdvertiseStored(d.server->store()).ok());
+    d.stub = cv1::Content::NewStub(grpc::CreateChannel(
+        absl::StrCat("unix:", socket), grpc::InsecureChannelCredentials()));
+  }
+
+  std::string Root(const std::string& name) const {
+    return absl::StrCat(dir_, "/", name, "-root");
+  }
+
+  // Commits `data` through the content API in one COMMIT message.
+  void Commit(Daemon& d, const std::string& data) {
+    cv1::WriteContentRequest req;
+    req.set_action(cv1::COMMIT);
+    req.set_ref(absl::StrCat("ref-", Sha256Digest(data)));
+    req.set_total(data.size());
+    req.set_expected(Sha256Digest(data));
+    req.set_data(data);
+    grpc::ClientContext ctx;
+    auto rw = d.stub->Write(&ctx);
+    cv1::WriteContentResponse resp;
+    ASSERT_TRUE(rw->Write(req) && rw->Read(&resp));
+    rw->WritesDone();
+    ASSERT_TRUE(rw->Finish().ok());
+    EXPECT_EQ(resp.digest(), Sha256Digest(data));
+  }
+
+  void Delete(Daemon& d, const std::string& digest) {
+    cv1::DeleteContentRequest req;
+    req.set_digest(digest);
+    grpc::ClientContext ctx;
+    ::google::protobuf::Empty resp;
+    ASSERT_TRUE(d.stub->Delete(&ctx, req, &resp).ok());
+  }
+
+  // One FindProviders from `d`, waited for; empty if it did not finish.
+  static std::vector<dht::Endpoint> FindOnce(Daemon& d,
+                                             const std::string& digest) {
+    // Shared with the callback, which may run after a timed-out wait.
+    struct Result {
+      absl::Notification done;
+      std::vector<dht::Endpoint> providers;
+    };
+    auto result = std::make_shared<Result>();
+    d.advertiser->FindProviders(digest,
+                                [result](std::vector<dht::Endpoint> providers) {
+                                  result->providers = std::move(providers);
+                                  result->done.Notify();
+                                });
+    if (!result->done.WaitForNotificationWithTimeout(kDeadline)) return {};
+    return result->providers;
+  }
+
+  // Looks `digest` up from `d` until whether `provider` is among the results
+  // equals `want`, or the deadline passes. Returns whether it got there.
+  static bool PollProvider(Daemon& d, const std::string& digest,
+                           const dht::Endpoint& provider, bool want) {
+    const absl::Time deadline = absl::Now() + kDeadline;
+    while (absl::Now() < deadline) {
+      std::vector<dht::Endpoint> found = FindOnce(d, digest);
+      bool named =
+          std::find(found.begin(), found.end(), provider) != found.end();
+      if (named == want) return true;
+      absl::SleepFor(kPollInterval);
+    }
+    return false;
+  }
+
+  std::string dir_;
+  Daemon a_;
+  Daemon b_;
+};
+
+TEST_F(AdvertiserTest, CommitAdvertisesDeleteWithdrawsAndStoredBlobsAtStart) {
+  // A blob in A's store before A starts.
+  const std::string before = "stored before the daemon started";
+  {
+    auto store = BlobStore::Open(Root("a"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto writer = (*store)->OpenIngest("before", before.size());
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE((*writer)->Append(before).ok());
+    ASSERT_TRUE((*writer)->Commit(before.size(), Sha256Digest(before)).ok());
+  }
+
+  StartDaemon(a_, "a", "127.0.0.20", {});
+  StartDaemon(b_, "b", "127.0.0.21", {a_.advertiser->endpoint()});
+  const dht::Endpoint a_endpoint = a_.advertiser->endpoint();
+  EXPECT_TRUE(PollProvider(b_, Sha256Digest(before), a_endpoint, true))
+      << "blob stored before start was not advertised";
+
+  const std::string data = "a layer committed through the content API";
+  Commit(a_, data);
+  EXPECT_TRUE(PollProvider(b_, Sha256Digest(data), a_endpoint, true))
+      << "committed blob was not advertised";
+
+  Delete(a_, Sha256Digest(data));
+  EXPECT_TRUE(PollProvider(b_, Sha256Digest(data), a_endpoint, false))
+      << "deleted blob is still advertised";
+  // The other blob stays advertised.
+  EXPECT_TRUE(PollProvider(b_, Sha256Digest(before), a_endpoint, true));
+}
+
+}  // namespace
+}  // namespace shoal::plugin

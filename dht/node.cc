@@ -394,9 +394,9 @@ void Node::FinishBootstrap(uint64_t op) {
   StartLookup(id_, LookupKind::kFindNode, {},
               [this, done = std::move(done)](const Lookup& lookup) {
                 const size_t known = table_.size();
-                LOG(INFO) << "dht: bootstrapped id=" << id_.ShortHex()
-                          << " contacts=" << known
-                          << " queried=" << lookup.queried();
+                VLOG(1) << "dht: bootstrapped id=" << id_.ShortHex()
+                        << " contacts=" << known
+                        << " queried=" << lookup.queried();
                 done(known > 0 ? absl::OkStatus()
                                : absl::UnavailableError(
                                      "dht: bootstrap learned no contacts"));

@@ -75,6 +75,8 @@ Node::Node(const NodeId& id, Transport& transport, Clock& clock,
   CHECK_GT(options_.soft_timeout_rtt_factor, 0);
   CHECK_GT(options_.provider_ttl, absl::ZeroDuration());
   CHECK_LE(options_.provider_ttl, kMaxProviderTtl);
+  CHECK_LT(options_.republish_interval, options_.provider_ttl);
+  CHECK_GT(options_.republish_batch_keys, 0u);
   rpc_.SetRequestHandler([this](const Endpoint& from, Message request) {
     OnRequest(from, std::move(request));
   });
@@ -86,6 +88,7 @@ Node::~Node() {
   }
   for (auto& [key, timer] : deferred_) clock_.Cancel(timer);
   if (check_timer_ != Clock::kNoTimer) clock_.Cancel(check_timer_);
+  if (republish_timer_ != Clock::kNoTimer) clock_.Cancel(republish_timer_);
 }
 
 // ---------------------------------------------------------------------------
@@ -407,10 +410,17 @@ void Node::FinishBootstrap(uint64_t op) {
 // Provide / Withdraw.
 
 void Node::Provide(const std::vector<NodeId>& keys, DoneCallback done) {
+  const bool was_empty = provided_.empty();
+  provided_.insert(keys.begin(), keys.end());
+  // The first round starts one interval after the set became non-empty.
+  if (was_empty) ArmRepublish(options_.republish_interval);
   Announce(keys, /*withdraw=*/false, std::move(done));
 }
 
 void Node::Withdraw(const std::vector<NodeId>& keys, DoneCallback done) {
+  // A withdrawn key still queued for this round is skipped when its batch
+  // is taken.
+  for (const NodeId& key : keys) provided_.erase(key);
   Announce(keys, /*withdraw=*/true, std::move(done));
 }
 
@@ -510,8 +520,8 @@ void Node::SendAnnouncements(uint64_t op) {
   if (a.requests_pending == 0) FinishAnnouncement(op);
 }
 
-// TODO: a lost ADD_PROVIDER is not retried; the key is still stored at the
-// other k - 1 nodes, and a republish would restore it, but there is none yet.
+// A lost ADD_PROVIDER is not retried: the key is still stored at the other
+// k - 1 nodes, and the next republish round restores it.
 void Node::OnAnnounceReply(uint64_t op, const Body& body, const Contact& to,
                            absl::StatusOr<Message> reply) {
   const bool acked = LearnFromReply(to, reply);
@@ -626,6 +636,72 @@ void Node::OnProviderPong(const NodeId& id, int attempt,
   ++counters_.providers_removed;
   VLOG(1) << "dht: provider check failed id=" << id.ShortHex()
           << " records_removed=" << removed;
+}
+
+// ---------------------------------------------------------------------------
+// Republish.
+
+void Node::ArmRepublish(absl::Duration delay) {
+  if (options_.republish_interval <= absl::ZeroDuration() ||
+      republish_timer_ != Clock::kNoTimer || republish_in_flight_ ||
+      provided_.empty()) {
+    return;
+  }
+  republish_timer_ = clock_.Schedule(delay, [this] {
+    republish_timer_ = Clock::kNoTimer;
+    OnRepublishTick();
+  });
+}
+
+// Starts a round when the last one is done, then re-provides the next batch
+// of the round's keys that are still provided.
+void Node::OnRepublishTick() {
+  const absl::Time now = clock_.Now();
+  if (republish_queue_.empty()) {
+    if (provided_.empty()) return;  // Re-armed by the next Provide().
+    republish_queue_.assign(provided_.begin(), provided_.end());
+    const size_t batches =
+        (republish_queue_.size() + options_.republish_batch_keys - 1) /
+        options_.republish_batch_keys;
+    round_start_ = now;
+    batch_spacing_ =
+        options_.republish_interval / static_cast<int64_t>(batches);
+  }
+  std::vector<NodeId> batch;
+  while (!republish_queue_.empty() &&
+         batch.size() < options_.republish_batch_keys) {
+    NodeId key = republish_queue_.front();
+    republish_queue_.pop_front();
+    if (provided_.count(key) > 0) batch.push_back(key);
+  }
+  if (batch.empty()) {  // All withdrawn: the round is over early.
+    ArmRepublish(round_start_ + options_.republish_interval - now);
+    return;
+  }
+  // TODO: a Withdraw() of a key whose republish batch is in flight can be
+  // overtaken by that batch's ADD_PROVIDER at some holders, which then keep
+  // the record until its TTL runs out.
+  counters_.republished_keys += batch.size();
+  republish_in_flight_ = true;
+  VLOG(1) << "dht: republishing keys=" << batch.size()
+          << " left_in_round=" << republish_queue_.size();
+  Announce(batch, /*withdraw=*/false, [this, now](absl::Status status) {
+    OnRepublishBatchDone(now, std::move(status));
+  });
+}
+
+void Node::OnRepublishBatchDone(absl::Time started, absl::Status status) {
+  republish_in_flight_ = false;
+  if (!status.ok()) {
+    // Expected under loss or churn; the next round tries again.
+    LOG_EVERY_T(WARNING, 60) << "dht: republish batch failed error=" << status;
+  }
+  // The next batch one spacing after this one started, or the next round
+  // one interval after this round started; never before now.
+  const absl::Time next = republish_queue_.empty()
+                              ? round_start_ + options_.republish_interval
+                              : started + batch_spacing_;
+  ArmRepublish(std::max(absl::ZeroDuration(), next - clock_.Now()));
 }
 
 void Node::Defer(std::function<void()> callback) {

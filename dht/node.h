@@ -9,8 +9,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -61,10 +63,27 @@ struct NodeOptions {
   // them all dead can look up again. Waiting for more would cost the round
   // trips the latency goal (p50 <= 2 ms) does not have.
   size_t enough_providers = 1;
-  // Lifetime asked for in ADD_PROVIDER. 24 hours is half the wire limit, so
-  // a republish every 12 hours (not yet implemented) would survive one
-  // missed round.
+  // Lifetime asked for in ADD_PROVIDER. 24 hours is half the wire limit
+  // (kMaxProviderTtl), so a node may be given twice as long, and a day is
+  // short enough that records of a node that vanished without its holders
+  // noticing (provider checks off, a partition) do not linger for long.
   absl::Duration provider_ttl = absl::Hours(24);
+  // How often the keys this node provides are announced again (Provide
+  // adds keys to the set, Withdraw removes them), so their records never
+  // lapse while the node holds the blobs. Each round re-provides the keys
+  // provided when it started, in batches spread evenly over the interval, so
+  // a key is re-announced at most 2 * republish_interval after it was last
+  // announced (it may have just missed a round). 6 hours, a quarter of the
+  // TTL: that worst case is 12 h, and a key whose batch failed (lost
+  // datagrams, a partition) still gets the next round at 18 h, before its
+  // records expire at 24 h. It also refreshes the set of k closest nodes
+  // under churn. Must be shorter than provider_ttl; zero disables it.
+  absl::Duration republish_interval = absl::Hours(6);
+  // Keys per republish batch; one batch is in flight at a time. 32 is one
+  // ADD_PROVIDER's worth, and bounds a republish to 32 lookups (<= 96
+  // requests with alpha 3) in flight: 10,000 keys take 313 batches, one
+  // every ~69 s with the 6-hour interval, far under peers' rate limits.
+  size_t republish_batch_keys = 32;
   // Provider checks: a node that holds records of another provider PINGs
   // that provider once it has not heard from it (any request or reply) for
   // this long, and after provider_check_attempts unanswered PINGs in a row
@@ -106,6 +125,7 @@ struct NodeCounters {
   uint64_t records_refused = 0;    // ADD_PROVIDER keys the store refused.
   uint64_t provider_pings = 0;     // PINGs sent by provider checks.
   uint64_t providers_removed = 0;  // Providers dropped by the checks.
+  uint64_t republished_keys = 0;   // Keys re-announced by republish rounds.
 };
 
 struct FindProvidersResult {
@@ -121,8 +141,11 @@ struct FindProvidersResult {
 // method itself; destroying the node drops callbacks that have not run.
 // TODO: no thread-safe API wrapper yet; code on other threads must post to
 // the event loop itself (EventLoop::Post) before calling any method.
-// TODO: records are not republished; they vanish from the DHT after
-// provider_ttl (24 h) unless the owner calls Provide() again.
+// Keys passed to Provide() are re-provided every republish_interval until
+// they are withdrawn; while there are any, the republish timer keeps a
+// simulation from going idle too.
+// TODO: the set of provided keys lives in memory only; a restarted node
+// relies on its owner to Provide() again (shoald does, at start).
 // The provider-check tick (provider_check_interval) re-arms itself while the
 // node holds records of other providers, so a simulation that holds records
 // never goes idle: drive it with RunFor/RunUntil, not RunUntilIdle. The same
@@ -157,7 +180,8 @@ class Node {
   // converges; slow contacts (soft timeout passed) do not hold convergence.
   void FindProviders(const NodeId& key, FindProvidersCallback done);
 
-  // Announces that this node provides every key in `keys`: one FIND_NODE
+  // Announces that this node provides every key in `keys` and adds them to
+  // the set republished every options.republish_interval: one FIND_NODE
   // lookup per key, then ADD_PROVIDER to the k closest nodes of each key,
   // keys grouped per destination and split at 32 per message. Also stores
   // the record locally when we are among a key's k closest. `done` gets OK
@@ -166,7 +190,8 @@ class Node {
   void Provide(const std::vector<NodeId>& keys, DoneCallback done);
 
   // Withdraws `keys` the same way (WITHDRAW_PROVIDER to each key's current k
-  // closest and from our own store). `done` as for Provide.
+  // closest and from our own store) and stops republishing them. `done` as
+  // for Provide.
   // TODO: nodes that were among a key's k closest at Provide time but are
   // not now keep the record until its TTL (24 h) runs out; remembering where
   // each key was stored would reach them.
@@ -243,6 +268,11 @@ class Node {
   void OnProviderPong(const NodeId& id, int attempt,
                       const absl::StatusOr<Message>& reply);
 
+  // Republish.
+  void ArmRepublish(absl::Duration delay);
+  void OnRepublishTick();
+  void OnRepublishBatchDone(absl::Time started, absl::Status status);
+
   // Runs `callback` on the loop soon, never inside the caller.
   void Defer(std::function<void()> callback);
 
@@ -269,6 +299,16 @@ class Node {
   absl::flat_hash_map<NodeId, WatchedProvider> watched_;
   Clock::TimerId check_timer_ = Clock::kNoTimer;
   absl::Time last_expire_all_ = absl::InfinitePast();
+  // Keys we provide (Provide adds, Withdraw removes), ordered so that
+  // simulations stay deterministic; the current republish round's keys not
+  // yet re-provided; the round's start and gap between batches; the pending
+  // tick (kNoTimer when none or while a batch is in flight).
+  std::set<NodeId> provided_;
+  std::deque<NodeId> republish_queue_;
+  absl::Time round_start_ = absl::InfinitePast();
+  absl::Duration batch_spacing_ = absl::ZeroDuration();
+  Clock::TimerId republish_timer_ = Clock::kNoTimer;
+  bool republish_in_flight_ = false;
   // Smoothed round trip of lookup requests (RFC 6298's gain of 1/8); zero
   // until the first reply.
   absl::Duration srtt_ = absl::ZeroDuration();

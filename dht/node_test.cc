@@ -34,13 +34,15 @@ Endpoint Ep(int i) {
 // N nodes with seeded random IDs on one SimNetwork; node 0 is the seed.
 class Cluster {
  public:
-  explicit Cluster(int n, double loss_rate = 0, uint64_t seed = 1)
+  explicit Cluster(int n, double loss_rate = 0, uint64_t seed = 1,
+                   NodeOptions options = {})
       : net_(SimNetworkOptions{seed, absl::Microseconds(250), loss_rate}),
         gen_(seed) {
     for (int i = 0; i < n; ++i) {
       transports_.push_back(net_.Attach(Ep(i)));
-      nodes_.push_back(std::make_unique<Node>(
-          NodeId::Random(gen_), *transports_.back(), net_.clock(), gen_));
+      nodes_.push_back(std::make_unique<Node>(NodeId::Random(gen_),
+                                              *transports_.back(), net_.clock(),
+                                              gen_, options));
     }
   }
 
@@ -268,6 +270,44 @@ TEST(Node, WithdrawnKeysStopBeingReturned) {
     EXPECT_THAT(found.providers, Contains(Ep(6))) << "node " << i;
     EXPECT_THAT(cluster.Find(i, other).providers, Contains(Ep(5)));
   }
+}
+
+// Records lapsed after provider_ttl although their provider still held the
+// blobs; a node must republish what it provides, and only that.
+TEST(Node, RepublishKeepsProvidedKeysPastTheTtlButNotWithdrawnOnes) {
+  // A one-minute TTL stands for 24 hours: the schedule scales.
+  NodeOptions options;
+  options.provider_ttl = absl::Minutes(1);
+  options.republish_interval = absl::Seconds(15);
+  options.republish_batch_keys = 2;
+  Cluster cluster(40, /*loss_rate=*/0, /*seed=*/1, options);
+  ASSERT_NO_FATAL_FAILURE(cluster.BootstrapAll());
+  std::vector<NodeId> keys;
+  for (int i = 0; i < 5; ++i) {
+    keys.push_back(NodeId::ForKey(absl::StrCat("sha256:kept-", i)));
+  }
+  const NodeId gone = NodeId::ForKey("sha256:withdrawn");
+  std::vector<NodeId> all = keys;
+  all.push_back(gone);
+  ASSERT_TRUE(cluster.Provide(5, all).ok());
+  ASSERT_TRUE(cluster.Withdraw(5, {gone}).ok());
+
+  // Three TTLs: every original record has expired twice over.
+  cluster.net().RunFor(absl::Minutes(3));
+  for (const NodeId& key : keys) {
+    EXPECT_THAT(cluster.Find(20, key).providers, Contains(Ep(5)));
+  }
+  EXPECT_THAT(cluster.Find(20, gone).providers, Not(Contains(Ep(5))));
+  for (int i = 0; i < cluster.size(); ++i) {
+    for (const ProviderRecord& record :
+         cluster.node(i).provider_store().Get(gone, cluster.net().Now())) {
+      EXPECT_NE(record.endpoint, Ep(5)) << "node " << i;
+    }
+  }
+  // A round every 15 s, each of the 5 kept keys (3 batches of <= 2, 5 s
+  // apart): about 12 rounds in the 3 minutes.
+  EXPECT_GE(cluster.node(5).counters().republished_keys, 10u * 5u);
+  EXPECT_LE(cluster.node(5).counters().republished_keys, 13u * 5u);
 }
 
 TEST(Node, KilledNodesAreDroppedAndLookupsStillSucceed) {

@@ -5,8 +5,9 @@
 // the DHT runs without locks. Bootstrap, Provide and Withdraw run one at a
 // time in the order they were asked for, so a Withdraw never overtakes the
 // Provide of the same digest and nothing is provided before the node joined.
-// TODO: records are provided once and not republished; they vanish from the
-// DHT after the 24-hour provider TTL even though the blob is still held.
+// The dht::Node re-provides every advertised digest each
+// NodeOptions::republish_interval until it is withdrawn, so records do not
+// lapse while the blob is held.
 #ifndef SHOAL_PLUGIN_ADVERTISER_H_
 #define SHOAL_PLUGIN_ADVERTISER_H_
 

@@ -17,7 +17,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/optional.h"
+#include "dht/codec.h"
 #include "dht/endpoint.h"
+#include "dht/node.h"
 #include "plugin/advertiser.h"
 #include "plugin/server.h"
 
@@ -38,6 +40,13 @@ DEFINE_string(dht_listen, "",
 DEFINE_string(dht_bootstrap, "",
               "comma-separated IP:port DHT seeds to join through; empty: "
               "this node starts a new network. Needs --dht_listen");
+DEFINE_string(dht_provider_ttl, "24h",
+              "lifetime of this node's provider records in the DHT, as an "
+              "absl duration (\"24h\", \"90m\"); whole seconds in [1s, 48h]");
+DEFINE_string(dht_republish_interval, "6h",
+              "how often this node re-announces every blob it advertises, as "
+              "an absl duration; must be shorter than --dht_provider_ttl. "
+              "\"0\" disables republishing");
 
 namespace {
 
@@ -46,10 +55,54 @@ struct DhtConfig {
   std::string ip;
   uint16_t port = 0;
   std::vector<shoal::dht::Endpoint> seeds;
+  shoal::dht::NodeOptions node;
 };
 
-// Parses --dht_listen and --dht_bootstrap; INVALID_ARGUMENT names the flag
-// and the bad value.
+// Parses a duration flag `--name=text`; INVALID_ARGUMENT names the flag.
+absl::StatusOr<absl::Duration> ParseDurationFlag(absl::string_view name,
+                                                 absl::string_view text) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", name, ": \"", text, "\" is not a duration (e.g. \"6h\")"));
+  }
+  return d;
+}
+
+// Parses --dht_provider_ttl and --dht_republish_interval into `options`.
+// The TTL must be whole seconds within the wire's [1 s, kMaxProviderTtl]
+// (codec.h), and a republish interval at or past the TTL would let records
+// lapse before they are renewed.
+absl::Status ParseDhtDurations(absl::string_view ttl_text,
+                               absl::string_view interval_text,
+                               shoal::dht::NodeOptions& options) {
+  absl::StatusOr<absl::Duration> ttl =
+      ParseDurationFlag("dht_provider_ttl", ttl_text);
+  if (!ttl.ok()) return ttl.status();
+  absl::StatusOr<absl::Duration> interval =
+      ParseDurationFlag("dht_republish_interval", interval_text);
+  if (!interval.ok()) return interval.status();
+  if (*ttl < absl::Seconds(1) || *ttl > shoal::dht::kMaxProviderTtl ||
+      *ttl != absl::Trunc(*ttl, absl::Seconds(1))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dht_provider_ttl: must be whole seconds in [1s, ",
+                     absl::FormatDuration(shoal::dht::kMaxProviderTtl),
+                     "], got ", absl::FormatDuration(*ttl)));
+  }
+  if (*interval < absl::ZeroDuration() || *interval >= *ttl) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dht_republish_interval: must be >= 0 and shorter than "
+                     "--dht_provider_ttl (",
+                     absl::FormatDuration(*ttl), "), got ",
+                     absl::FormatDuration(*interval)));
+  }
+  options.provider_ttl = *ttl;
+  options.republish_interval = *interval;
+  return absl::OkStatus();
+}
+
+// Parses --dht_listen and --dht_bootstrap, then the duration flags;
+// INVALID_ARGUMENT names the flag and the bad value.
 absl::StatusOr<DhtConfig> ParseDhtFlags(absl::string_view listen,
                                         absl::string_view bootstrap) {
   DhtConfig config;
@@ -73,6 +126,9 @@ absl::StatusOr<DhtConfig> ParseDhtFlags(absl::string_view listen,
     }
     config.seeds.push_back(*s);
   }
+  absl::Status durations = ParseDhtDurations(
+      FLAGS_dht_provider_ttl, FLAGS_dht_republish_interval, config.node);
+  if (!durations.ok()) return durations;
   return config;
 }
 
@@ -120,7 +176,7 @@ int main(int argc, char** argv) {
   // to it.
   std::unique_ptr<shoal::plugin::Advertiser> advertiser;
   if (dht.has_value()) {
-    auto a = shoal::plugin::Advertiser::Create(dht->ip, dht->port);
+    auto a = shoal::plugin::Advertiser::Create(dht->ip, dht->port, dht->node);
     if (!a.ok()) {
       LOG(ERROR) << "shoald: cannot start dht error=" << a.status();
       return 1;
@@ -128,7 +184,10 @@ int main(int argc, char** argv) {
     advertiser = *std::move(a);
     LOG(INFO) << "shoald: dht listening endpoint="
               << advertiser->endpoint().ToString()
-              << " seeds=" << dht->seeds.size();
+              << " seeds=" << dht->seeds.size() << " provider_ttl="
+              << absl::FormatDuration(dht->node.provider_ttl)
+              << " republish_interval="
+              << absl::FormatDuration(dht->node.republish_interval);
     advertiser->Start(dht->seeds);
   }
 

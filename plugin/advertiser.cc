@@ -4,6 +4,8 @@
 
 #include <utility>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "dht/node_id.h"
 
@@ -28,6 +30,20 @@ std::vector<dht::NodeId> KeysOf(const std::vector<std::string>& digests) {
     keys.push_back(dht::NodeId::ForKey(digest));
   }
   return keys;
+}
+
+// Splits "name:port" (a seed that is not an IP literal).
+absl::StatusOr<std::pair<std::string, uint16_t>> ParseNamedSeed(
+    const std::string& seed) {
+  const size_t colon = seed.rfind(':');
+  uint32_t port = 0;
+  if (colon == std::string::npos || colon == 0 || seed.find(':') != colon ||
+      !absl::SimpleAtoi(seed.substr(colon + 1), &port) || port == 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "seed \"", seed, "\": want IP:port, [IPv6]:port or name:port"));
+  }
+  return std::make_pair(seed.substr(0, colon), static_cast<uint16_t>(port));
 }
 
 }  // namespace
@@ -61,6 +77,14 @@ absl::StatusOr<std::unique_ptr<Advertiser>> Advertiser::Create(
 }
 
 Advertiser::~Advertiser() {
+  // No resolver post may arrive once the node is gone.
+  if (resolver_thread_.joinable()) {
+    {
+      absl::MutexLock lock(&stop_mu_);
+      stop_resolving_ = true;
+    }
+    resolver_thread_.join();
+  }
   // The node's timers and the transport's read watch belong to the loop
   // thread; see udp_transport.h.
   RunOnLoop(*loop_, [this] {
@@ -75,6 +99,93 @@ void Advertiser::Start(std::vector<dht::Endpoint> seeds) {
   loop_->Post([this, seeds = std::move(seeds)]() mutable {
     Enqueue(Op{OpKind::kBootstrap, std::move(seeds), {}});
   });
+}
+
+absl::Status Advertiser::StartResolving(std::vector<std::string> seeds,
+                                        dht::DnsResolverOptions dns,
+                                        absl::Duration reresolve_interval) {
+  if (reresolve_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("re-resolve interval must be positive");
+  }
+  std::vector<dht::Endpoint> literal;
+  std::vector<std::pair<std::string, uint16_t>> names;
+  for (const std::string& seed : seeds) {
+    absl::StatusOr<dht::Endpoint> ep = dht::Endpoint::Parse(seed);
+    if (ep.ok()) {
+      literal.push_back(*ep);
+      continue;
+    }
+    absl::StatusOr<std::pair<std::string, uint16_t>> named =
+        ParseNamedSeed(seed);
+    if (!named.ok()) return named.status();
+    names.push_back(*std::move(named));
+  }
+  if (names.empty()) {
+    Start(std::move(literal));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<dht::DnsResolver>> resolver =
+      dht::DnsResolver::Create(dns);
+  if (!resolver.ok()) return resolver.status();
+  resolver_thread_ =
+      std::thread([this, r = *std::move(resolver), names = std::move(names),
+                   literal = std::move(literal), reresolve_interval]() mutable {
+        ResolveLoop(std::move(r), std::move(names), std::move(literal),
+                    reresolve_interval);
+      });
+  return absl::OkStatus();
+}
+
+void Advertiser::ResolveLoop(
+    std::unique_ptr<dht::DnsResolver> resolver,
+    std::vector<std::pair<std::string, uint16_t>> names,
+    std::vector<dht::Endpoint> literal, absl::Duration interval) {
+  while (true) {
+    std::vector<dht::Endpoint> seeds = literal;
+    for (const auto& [name, port] : names) {
+      absl::StatusOr<std::vector<dht::Endpoint>> found =
+          resolver->Resolve(name, port);
+      if (!found.ok()) {
+        LOG_EVERY_T(WARNING, 300) << "dht: cannot resolve seed name=" << name
+                                  << " error=" << found.status();
+        continue;
+      }
+      seeds.insert(seeds.end(), found->begin(), found->end());
+    }
+    loop_->Post([this, seeds = std::move(seeds)]() mutable {
+      OnSeedsResolved(std::move(seeds));
+    });
+
+    absl::MutexLock lock(&stop_mu_);
+    if (stop_mu_.AwaitWithTimeout(absl::Condition(&stop_resolving_),
+                                  interval)) {
+      return;
+    }
+  }
+}
+
+void Advertiser::OnSeedsResolved(std::vector<dht::Endpoint> seeds) {
+  if (node_ == nullptr) return;
+  std::vector<dht::Endpoint> others;
+  bool fresh = false;
+  for (const dht::Endpoint& seed : seeds) {
+    if (seed == endpoint_) continue;  // A headless Service lists us too.
+    others.push_back(seed);
+    fresh |= known_seeds_.insert(seed).second;
+  }
+  if (!started_) {
+    Enqueue(Op{OpKind::kBootstrap, std::move(others), {}});
+    return;
+  }
+  // TODO: a routing table that is not empty but holds only dead contacts
+  // does not trigger a new bootstrap; the node waits for new seed addresses
+  // or for its contacts to time out.
+  if (others.empty() || (!fresh && node_->routing_table().size() > 0)) return;
+  VLOG(1) << "dht: bootstrapping again seeds=" << others.size()
+          << " fresh=" << fresh;
+  // Ahead of queued provides, like the first join.
+  queue_.push_front(Op{OpKind::kBootstrap, std::move(others), {}});
+  RunNext();
 }
 
 void Advertiser::Advertise(std::vector<std::string> digests) {

@@ -16,11 +16,18 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "dht/dns_resolver.h"
 #include "dht/endpoint.h"
 #include "dht/event_loop.h"
 #include "dht/node.h"
@@ -51,6 +58,20 @@ class Advertiser : public BlobEvents {
   // others join). Call once, before or after Advertise(); provides wait for
   // it. Logs the outcome (INFO when joined, WARNING when no seed answered).
   void Start(std::vector<dht::Endpoint> seeds);
+
+  // Like Start(), but each seed may be "IP:port", "[IPv6]:port" or
+  // "name:port". Names are resolved with a DnsResolver built from `dns` on a
+  // resolver thread this Advertiser owns (never the loop's), at once and
+  // then every `reresolve_interval`; the node joins through the endpoints
+  // found (our own left out: a headless Service lists every node), and
+  // bootstraps again whenever its routing table is empty or a new seed
+  // address appears, so an isolated or restarted node rejoins by itself.
+  // If nothing resolves at first the node starts alone. Call once, instead
+  // of Start(). INVALID_ARGUMENT for a malformed seed or a non-positive
+  // interval; the resolver's errors from creating the c-ares channel.
+  absl::Status StartResolving(std::vector<std::string> seeds,
+                              dht::DnsResolverOptions dns,
+                              absl::Duration reresolve_interval);
 
   // Provides every digest in `digests` ("sha256:<hex>") in one batch.
   // Failures are logged at WARNING, not retried.
@@ -93,6 +114,14 @@ class Advertiser : public BlobEvents {
   void RunBootstrap(const std::vector<dht::Endpoint>& seeds);
   void RunAnnounce(const Op& op);
   void OpDone();
+  // Seeds from the resolver thread: starts, or bootstraps again if needed.
+  void OnSeedsResolved(std::vector<dht::Endpoint> seeds);
+
+  // Resolver thread: resolves `names` with `literal` added, posts the result
+  // to the loop, sleeps `interval`, until stop_resolving_.
+  void ResolveLoop(std::unique_ptr<dht::DnsResolver> resolver,
+                   std::vector<std::pair<std::string, uint16_t>> names,
+                   std::vector<dht::Endpoint> literal, absl::Duration interval);
 
   // Set at construction.
   std::unique_ptr<dht::EventLoop> loop_;
@@ -107,6 +136,14 @@ class Advertiser : public BlobEvents {
   std::deque<Op> queue_;
   bool started_ = false;
   bool busy_ = false;
+  // Seed endpoints resolved so far, to spot new ones.
+  absl::flat_hash_set<dht::Endpoint> known_seeds_;
+
+  // The resolver thread, if StartResolving() started one; joined by the
+  // destructor before the node goes.
+  std::thread resolver_thread_;
+  absl::Mutex stop_mu_;
+  bool stop_resolving_ ABSL_GUARDED_BY(stop_mu_) = false;
 };
 
 }  // namespace shoal::plugin

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "containerd/services/content/v1/content.grpc.pb.h"
+#include "dht/fake_dns_server.h"
 #include "gtest/gtest.h"
 #include "plugin/file_util.h"
 #include "plugin/server.h"
@@ -61,14 +63,23 @@ class AdvertiserTest : public ::testing::Test {
   // advertises what its store already holds, as shoald does.
   void StartDaemon(Daemon& d, const std::string& name, const std::string& ip,
                    std::vector<dht::Endpoint> seeds) {
-    auto adv = Advertiser::Create(ip, 0);
+    StartDaemonWith(d, name, ip,
+                    [&](Advertiser& a) { a.Start(std::move(seeds)); });
+  }
+
+  // As StartDaemon, with `start` joining the DHT, on `port` (0: any).
+  void StartDaemonWith(Daemon& d, const std::string& name,
+                       const std::string& ip,
+                       const std::function<void(Advertiser&)>& start,
+                       uint16_t port = 0) {
+    auto adv = Advertiser::Create(ip, port);
     ASSERT_TRUE(adv.ok()) << adv.status();
     d.advertiser = *std::move(adv);
     const std::string socket = absl::StrCat(dir_, "/", name, ".sock");
     auto server = ContentServer::Start(socket, Root(name), d.advertiser.get());
     ASSERT_TRUE(server.ok()) << server.status();
     d.server = *std::move(server);
-    d.advertiser->Start(std::move(seeds));
+    start(*d.advertiser);
     ASSERT_TRUE(d.advertiser->AdvertiseStored(d.server->store()).ok());
     d.stub = cv1::Content::NewStub(grpc::CreateChannel(
         absl::StrCat("unix:", socket), grpc::InsecureChannelCredentials()));
@@ -169,6 +180,37 @@ TEST_F(AdvertiserTest, CommitAdvertisesDeleteWithdrawsAndStoredBlobsAtStart) {
       << "deleted blob is still advertised";
   // The other blob stays advertised.
   EXPECT_TRUE(PollProvider(b_, Sha256Digest(before), a_endpoint, true));
+}
+
+// Seeds could only be IP literals; a Kubernetes headless Service name that
+// lists every node (the joiner itself included) must work as well.
+TEST_F(AdvertiserTest, JoinsThroughASeedName) {
+  // Both daemons bind the same port on their own loopback IP, so one
+  // "name:port" seed covers both; take a port that is free on A's IP.
+  auto probe = Advertiser::Create("127.0.0.22", 0);
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  const uint16_t port = (*probe)->endpoint().port();
+  probe->reset();
+  dht::FakeDnsServer dns(
+      {{"shoal-nodes.test", {dht::V4("127.0.0.22"), dht::V4("127.0.0.23")}}});
+  const std::string seed = absl::StrCat("shoal-nodes.test:", port);
+  auto start = [&](Advertiser& a) {
+    ASSERT_TRUE(a.StartResolving({seed}, {dns.address(), absl::Seconds(2)},
+                                 absl::Seconds(1))
+                    .ok());
+  };
+  // A finds only itself (B is not up yet) and starts alone; B joins A.
+  StartDaemonWith(a_, "a", "127.0.0.22", start, port);
+  StartDaemonWith(b_, "b", "127.0.0.23", start, port);
+
+  const std::string data = "a layer found through a named seed";
+  Commit(b_, data);
+  EXPECT_TRUE(
+      PollProvider(a_, Sha256Digest(data), b_.advertiser->endpoint(), true));
+  const std::string other = "and one the other way";
+  Commit(a_, other);
+  EXPECT_TRUE(
+      PollProvider(b_, Sha256Digest(other), a_.advertiser->endpoint(), true));
 }
 
 }  // namespace

@@ -38,8 +38,14 @@ DEFINE_string(dht_listen, "",
               "advertise stored blobs from; the IP must be one peers can "
               "reach (not 0.0.0.0). Empty: no DHT");
 DEFINE_string(dht_bootstrap, "",
-              "comma-separated IP:port DHT seeds to join through; empty: "
-              "this node starts a new network. Needs --dht_listen");
+              "comma-separated DHT seeds to join through, each IP:port, "
+              "[IPv6]:port or name:port (names resolved with the system's "
+              "DNS, e.g. a headless Service); empty: this node starts a new "
+              "network. Needs --dht_listen");
+DEFINE_string(dht_reresolve_interval, "60s",
+              "how often seed names in --dht_bootstrap are resolved again; "
+              "the node bootstraps again when its routing table is empty or "
+              "a new seed address appears");
 DEFINE_string(dht_provider_ttl, "24h",
               "lifetime of this node's provider records in the DHT, as an "
               "absl duration (\"24h\", \"90m\"); whole seconds in [1s, 48h]");
@@ -54,8 +60,12 @@ namespace {
 struct DhtConfig {
   std::string ip;
   uint16_t port = 0;
-  std::vector<shoal::dht::Endpoint> seeds;
+  std::vector<std::string> seeds;  // Checked by Advertiser::StartResolving.
   shoal::dht::NodeOptions node;
+  // 60 s default: an isolated or restarted node (or one whose seeds all
+  // restarted at new addresses) rejoins within a minute, at the cost of one
+  // DNS query per name per minute.
+  absl::Duration reresolve_interval = absl::Seconds(60);
 };
 
 // Parses a duration flag `--name=text`; INVALID_ARGUMENT names the flag.
@@ -118,14 +128,16 @@ absl::StatusOr<DhtConfig> ParseDhtFlags(absl::string_view listen,
   config.port = ep->port();
   for (absl::string_view seed :
        absl::StrSplit(bootstrap, ',', absl::SkipWhitespace())) {
-    absl::StatusOr<shoal::dht::Endpoint> s =
-        shoal::dht::Endpoint::Parse(absl::StripAsciiWhitespace(seed));
-    if (!s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--dht_bootstrap: ", s.status().message()));
-    }
-    config.seeds.push_back(*s);
+    config.seeds.emplace_back(absl::StripAsciiWhitespace(seed));
   }
+  absl::StatusOr<absl::Duration> reresolve =
+      ParseDurationFlag("dht_reresolve_interval", FLAGS_dht_reresolve_interval);
+  if (!reresolve.ok()) return reresolve.status();
+  if (*reresolve <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--dht_reresolve_interval: must be positive");
+  }
+  config.reresolve_interval = *reresolve;
   absl::Status durations = ParseDhtDurations(
       FLAGS_dht_provider_ttl, FLAGS_dht_republish_interval, config.node);
   if (!durations.ok()) return durations;
@@ -188,7 +200,12 @@ int main(int argc, char** argv) {
               << absl::FormatDuration(dht->node.provider_ttl)
               << " republish_interval="
               << absl::FormatDuration(dht->node.republish_interval);
-    advertiser->Start(dht->seeds);
+    absl::Status started =
+        advertiser->StartResolving(dht->seeds, {}, dht->reresolve_interval);
+    if (!started.ok()) {
+      LOG(ERROR) << "shoald: bad flag error=--dht_bootstrap: " << started;
+      return started.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
   }
 
   auto server = shoal::plugin::ContentServer::Start(FLAGS_socket, FLAGS_root,

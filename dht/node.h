@@ -139,8 +139,7 @@ struct FindProvidersResult {
 // Set up and driven on the event-loop thread. Callbacks passed to the public
 // methods run exactly once, later, on that thread, never from inside the
 // method itself; destroying the node drops callbacks that have not run.
-// TODO: no thread-safe API wrapper yet; code on other threads must post to
-// the event loop itself (EventLoop::Post) before calling any method.
+// Code on other threads goes through Dht (dht.h), which posts to the loop.
 // Keys passed to Provide() are re-provided every republish_interval until
 // they are withdrawn; while there are any, the republish timer keeps a
 // simulation from going idle too.

@@ -6,22 +6,10 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "dht/node_id.h"
 
 namespace shoal::plugin {
 namespace {
-
-// Runs `fn` on `loop`'s thread and waits for it. Not from the loop thread.
-void RunOnLoop(dht::EventLoop& loop, std::function<void()> fn) {
-  DCHECK(!loop.InLoopThread());
-  absl::Notification done;
-  loop.Post([&] {
-    fn();
-    done.Notify();
-  });
-  done.WaitForNotification();
-}
 
 std::vector<dht::NodeId> KeysOf(const std::vector<std::string>& digests) {
   std::vector<dht::NodeId> keys;
@@ -50,30 +38,10 @@ absl::StatusOr<std::pair<std::string, uint16_t>> ParseNamedSeed(
 
 absl::StatusOr<std::unique_ptr<Advertiser>> Advertiser::Create(
     const std::string& ip, uint16_t port, dht::NodeOptions options) {
-  absl::StatusOr<std::unique_ptr<dht::EventLoop>> loop =
-      dht::EventLoop::Create();
-  if (!loop.ok()) return loop.status();
-  std::unique_ptr<Advertiser> a(new Advertiser(*std::move(loop)));
-  a->loop_->Start();
-
-  // The transport, the node and gen_ live on the loop thread from the start.
-  absl::Status status;
-  Advertiser* self = a.get();
-  RunOnLoop(*a->loop_, [&] {
-    absl::StatusOr<std::unique_ptr<dht::UdpTransport>> transport =
-        dht::UdpTransport::Create(self->loop_.get(), ip, port);
-    if (!transport.ok()) {
-      status = transport.status();
-      return;
-    }
-    self->transport_ = *std::move(transport);
-    self->endpoint_ = self->transport_->local_endpoint();
-    self->node_ = std::make_unique<dht::Node>(dht::NodeId::Random(self->gen_),
-                                              *self->transport_, *self->loop_,
-                                              self->gen_, options);
-  });
-  if (!status.ok()) return status;  // ~Advertiser stops the loop.
-  return a;
+  absl::StatusOr<std::unique_ptr<dht::Dht>> dht =
+      dht::Dht::Create(ip, port, std::move(options));
+  if (!dht.ok()) return dht.status();
+  return std::unique_ptr<Advertiser>(new Advertiser(*std::move(dht)));
 }
 
 Advertiser::~Advertiser() {
@@ -85,19 +53,14 @@ Advertiser::~Advertiser() {
     }
     resolver_thread_.join();
   }
-  // The node's timers and the transport's read watch belong to the loop
-  // thread; see udp_transport.h.
-  RunOnLoop(*loop_, [this] {
-    node_.reset();
-    transport_.reset();
-    queue_.clear();
-  });
-  loop_->Stop();
+  // Tears the node down on the loop thread and stops the loop; queued ops
+  // and pending callbacks (which use this object) are dropped unrun.
+  dht_.reset();
 }
 
 void Advertiser::Start(std::vector<dht::Endpoint> seeds) {
-  loop_->Post([this, seeds = std::move(seeds)]() mutable {
-    Enqueue(Op{OpKind::kBootstrap, std::move(seeds), {}});
+  dht_->RunOnLoop([this, seeds = std::move(seeds)](dht::Node& node) mutable {
+    Enqueue(node, Op{OpKind::kBootstrap, std::move(seeds), {}});
   });
 }
 
@@ -152,8 +115,8 @@ void Advertiser::ResolveLoop(
       }
       seeds.insert(seeds.end(), found->begin(), found->end());
     }
-    loop_->Post([this, seeds = std::move(seeds)]() mutable {
-      OnSeedsResolved(std::move(seeds));
+    dht_->RunOnLoop([this, seeds = std::move(seeds)](dht::Node& node) mutable {
+      OnSeedsResolved(node, std::move(seeds));
     });
 
     absl::MutexLock lock(&stop_mu_);
@@ -164,42 +127,44 @@ void Advertiser::ResolveLoop(
   }
 }
 
-void Advertiser::OnSeedsResolved(std::vector<dht::Endpoint> seeds) {
-  if (node_ == nullptr) return;
+void Advertiser::OnSeedsResolved(dht::Node& node,
+                                 std::vector<dht::Endpoint> seeds) {
   std::vector<dht::Endpoint> others;
   bool fresh = false;
   for (const dht::Endpoint& seed : seeds) {
-    if (seed == endpoint_) continue;  // A headless Service lists us too.
+    if (seed == endpoint()) continue;  // A headless Service lists us too.
     others.push_back(seed);
     fresh |= known_seeds_.insert(seed).second;
   }
   if (!started_) {
-    Enqueue(Op{OpKind::kBootstrap, std::move(others), {}});
+    Enqueue(node, Op{OpKind::kBootstrap, std::move(others), {}});
     return;
   }
   // TODO: a routing table that is not empty but holds only dead contacts
   // does not trigger a new bootstrap; the node waits for new seed addresses
   // or for its contacts to time out.
-  if (others.empty() || (!fresh && node_->routing_table().size() > 0)) return;
+  if (others.empty() || (!fresh && node.routing_table().size() > 0)) return;
   VLOG(1) << "dht: bootstrapping again seeds=" << others.size()
           << " fresh=" << fresh;
   // Ahead of queued provides, like the first join.
   queue_.push_front(Op{OpKind::kBootstrap, std::move(others), {}});
-  RunNext();
+  RunNext(node);
 }
 
 void Advertiser::Advertise(std::vector<std::string> digests) {
   if (digests.empty()) return;
-  loop_->Post([this, digests = std::move(digests)]() mutable {
-    Enqueue(Op{OpKind::kProvide, {}, std::move(digests)});
-  });
+  dht_->RunOnLoop(
+      [this, digests = std::move(digests)](dht::Node& node) mutable {
+        Enqueue(node, Op{OpKind::kProvide, {}, std::move(digests)});
+      });
 }
 
 void Advertiser::Withdraw(std::vector<std::string> digests) {
   if (digests.empty()) return;
-  loop_->Post([this, digests = std::move(digests)]() mutable {
-    Enqueue(Op{OpKind::kWithdraw, {}, std::move(digests)});
-  });
+  dht_->RunOnLoop(
+      [this, digests = std::move(digests)](dht::Node& node) mutable {
+        Enqueue(node, Op{OpKind::kWithdraw, {}, std::move(digests)});
+      });
 }
 
 absl::Status Advertiser::AdvertiseStored(const BlobStore& store) {
@@ -215,21 +180,20 @@ absl::Status Advertiser::AdvertiseStored(const BlobStore& store) {
 
 void Advertiser::FindProviders(const std::string& digest,
                                FindProvidersCallback done) {
-  loop_->Post([this, digest, done = std::move(done)]() mutable {
-    if (node_ == nullptr) return;
-    VLOG(1) << "dht: finding providers digest=" << digest;
-    node_->FindProviders(dht::NodeId::ForKey(digest),
-                         [done = std::move(done)](dht::FindProvidersResult r) {
-                           done(std::move(r.providers));
-                         });
-  });
+  VLOG(1) << "dht: finding providers digest=" << digest;
+  // No deadline: the node's lookup always ends (RPC timeouts bound it).
+  dht_->FindProviders(
+      dht::NodeId::ForKey(digest), absl::InfiniteDuration(),
+      [done = std::move(done)](absl::StatusOr<dht::FindProvidersResult> r) {
+        done(r.ok() ? std::move(r->providers) : std::vector<dht::Endpoint>());
+      });
 }
 
 void Advertiser::OnCommitted(const std::string& digest) { Advertise({digest}); }
 
 void Advertiser::OnDeleted(const std::string& digest) { Withdraw({digest}); }
 
-void Advertiser::Enqueue(Op op) {
+void Advertiser::Enqueue(dht::Node& node, Op op) {
   if (op.kind == OpKind::kBootstrap) {
     // Joining comes before everything queued while waiting for it.
     if (started_) {
@@ -241,42 +205,46 @@ void Advertiser::Enqueue(Op op) {
   } else {
     queue_.push_back(std::move(op));
   }
-  RunNext();
+  RunNext(node);
 }
 
-void Advertiser::RunNext() {
-  if (busy_ || !started_ || queue_.empty() || node_ == nullptr) return;
+void Advertiser::RunNext(dht::Node& node) {
+  if (busy_ || !started_ || queue_.empty()) return;
   Op op = std::move(queue_.front());
   queue_.pop_front();
   busy_ = true;
   if (op.kind == OpKind::kBootstrap) {
-    RunBootstrap(op.seeds);
+    RunBootstrap(node, op.seeds);
   } else {
-    RunAnnounce(op);
+    RunAnnounce(node, op);
   }
 }
 
-void Advertiser::RunBootstrap(const std::vector<dht::Endpoint>& seeds) {
+void Advertiser::RunBootstrap(dht::Node& node,
+                              const std::vector<dht::Endpoint>& seeds) {
   if (seeds.empty()) {
-    LOG(INFO) << "dht: started as first node endpoint=" << endpoint_.ToString();
-    OpDone();
+    LOG(INFO) << "dht: started as first node endpoint="
+              << endpoint().ToString();
+    OpDone(node);
     return;
   }
   // TODO: a failed bootstrap is not retried; the node stays alone (its
   // records are stored locally only) until another node contacts it.
-  node_->Bootstrap(seeds, [this, n = seeds.size()](absl::Status st) {
+  // The node runs its callbacks only while it lives, so `node` is valid in
+  // them.
+  node.Bootstrap(seeds, [this, &node, n = seeds.size()](absl::Status st) {
     if (st.ok()) {
       LOG(INFO) << "dht: joined seeds=" << n
-                << " contacts=" << node_->routing_table().size()
-                << " endpoint=" << endpoint_.ToString();
+                << " contacts=" << node.routing_table().size()
+                << " endpoint=" << endpoint().ToString();
     } else {
       LOG(WARNING) << "dht: bootstrap failed seeds=" << n << " error=" << st;
     }
-    OpDone();
+    OpDone(node);
   });
 }
 
-void Advertiser::RunAnnounce(const Op& op) {
+void Advertiser::RunAnnounce(dht::Node& node, const Op& op) {
   const bool provide = op.kind == OpKind::kProvide;
   const char* verb = provide ? "provide" : "withdraw";
   for (const std::string& digest : op.digests) {
@@ -285,25 +253,25 @@ void Advertiser::RunAnnounce(const Op& op) {
   // TODO: a batch of thousands of digests (a large store at start) starts
   // one lookup per digest at once; splitting it into smaller batches would
   // bound the burst of datagrams.
-  auto done = [this, verb, n = op.digests.size()](absl::Status st) {
+  auto done = [this, &node, verb, n = op.digests.size()](absl::Status st) {
     if (!st.ok()) {
       LOG(WARNING) << "dht: " << verb << " failed digests=" << n
                    << " error=" << st;
     } else {
       VLOG(1) << "dht: " << verb << " done digests=" << n;
     }
-    OpDone();
+    OpDone(node);
   };
   if (provide) {
-    node_->Provide(KeysOf(op.digests), std::move(done));
+    node.Provide(KeysOf(op.digests), std::move(done));
   } else {
-    node_->Withdraw(KeysOf(op.digests), std::move(done));
+    node.Withdraw(KeysOf(op.digests), std::move(done));
   }
 }
 
-void Advertiser::OpDone() {
+void Advertiser::OpDone(dht::Node& node) {
   busy_ = false;
-  RunNext();
+  RunNext(node);
 }
 
 }  // namespace shoal::plugin

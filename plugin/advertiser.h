@@ -1,13 +1,13 @@
-// Advertises the blobs this node holds in the DHT: owns an EventLoop, a
-// UdpTransport and a dht::Node, and turns digests into provider records
-// (key = NodeId::ForKey(digest), provider = the node's DHT endpoint).
-// Thread-safe: every public method posts its work to the loop thread, where
-// the DHT runs without locks. Bootstrap, Provide and Withdraw run one at a
-// time in the order they were asked for, so a Withdraw never overtakes the
-// Provide of the same digest and nothing is provided before the node joined.
-// The dht::Node re-provides every advertised digest each
-// NodeOptions::republish_interval until it is withdrawn, so records do not
-// lapse while the blob is held.
+// Advertises the blobs this node holds in the DHT: owns a dht::Dht (its
+// event loop, UDP transport and node) and turns digests into provider
+// records (key = NodeId::ForKey(digest), provider = the node's DHT
+// endpoint). Thread-safe: every public method posts its work to the DHT's
+// loop thread (Dht::RunOnLoop), where its own state lives without locks.
+// Bootstrap, Provide and Withdraw run one at a time in the order they were
+// asked for, so a Withdraw never overtakes the Provide of the same digest and
+// nothing is provided before the node joined. The dht::Node re-provides every
+// advertised digest each NodeOptions::republish_interval until it is withdrawn,
+// so records do not lapse while the blob is held.
 #ifndef SHOAL_PLUGIN_ADVERTISER_H_
 #define SHOAL_PLUGIN_ADVERTISER_H_
 
@@ -22,16 +22,14 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "dht/dht.h"
 #include "dht/dns_resolver.h"
 #include "dht/endpoint.h"
-#include "dht/event_loop.h"
 #include "dht/node.h"
-#include "dht/udp_transport.h"
 #include "plugin/blob_events.h"
 #include "plugin/store.h"
 
@@ -89,7 +87,7 @@ class Advertiser : public BlobEvents {
   void FindProviders(const std::string& digest, FindProvidersCallback done);
 
   // The bound UDP endpoint, which is also the endpoint advertised.
-  const dht::Endpoint& endpoint() const { return endpoint_; }
+  const dht::Endpoint& endpoint() const { return dht_->endpoint(); }
 
   // BlobEvents: each event is advertised (or withdrawn) on its own.
   // TODO: one Provide per commit means one lookup per blob; a pull of many
@@ -105,17 +103,17 @@ class Advertiser : public BlobEvents {
     std::vector<std::string> digests;  // kProvide and kWithdraw.
   };
 
-  explicit Advertiser(std::unique_ptr<dht::EventLoop> loop)
-      : loop_(std::move(loop)) {}
+  explicit Advertiser(std::unique_ptr<dht::Dht> dht) : dht_(std::move(dht)) {}
 
-  // Loop thread only.
-  void Enqueue(Op op);
-  void RunNext();
-  void RunBootstrap(const std::vector<dht::Endpoint>& seeds);
-  void RunAnnounce(const Op& op);
-  void OpDone();
+  // Loop thread only, with the node Dht::RunOnLoop passes (or a node
+  // callback captured).
+  void Enqueue(dht::Node& node, Op op);
+  void RunNext(dht::Node& node);
+  void RunBootstrap(dht::Node& node, const std::vector<dht::Endpoint>& seeds);
+  void RunAnnounce(dht::Node& node, const Op& op);
+  void OpDone(dht::Node& node);
   // Seeds from the resolver thread: starts, or bootstraps again if needed.
-  void OnSeedsResolved(std::vector<dht::Endpoint> seeds);
+  void OnSeedsResolved(dht::Node& node, std::vector<dht::Endpoint> seeds);
 
   // Resolver thread: resolves `names` with `literal` added, posts the result
   // to the loop, sleeps `interval`, until stop_resolving_.
@@ -123,14 +121,11 @@ class Advertiser : public BlobEvents {
                    std::vector<std::pair<std::string, uint16_t>> names,
                    std::vector<dht::Endpoint> literal, absl::Duration interval);
 
-  // Set at construction.
-  std::unique_ptr<dht::EventLoop> loop_;
-  dht::Endpoint endpoint_;
+  // Set at construction; destroyed first by ~Advertiser, which drops the
+  // callbacks still pending on the loop.
+  std::unique_ptr<dht::Dht> dht_;
 
-  // Loop thread only (created and destroyed there).
-  absl::BitGen gen_;
-  std::unique_ptr<dht::UdpTransport> transport_;
-  std::unique_ptr<dht::Node> node_;
+  // Loop thread only while dht_ lives.
   // Operations waiting for the one in flight (busy_) to finish. Provides
   // wait until Start() has been asked for and its bootstrap has finished.
   std::deque<Op> queue_;

@@ -47,8 +47,15 @@ SHOAL_READY_TIMEOUT=${SHOAL_READY_TIMEOUT:-30}
 declare -a SHOAL__PIDS=()        # every background process we started
 declare -A SHOAL__PIDNAME=()     # pid -> name (for messages)
 declare -A NODE_DIR=() NODE_STORE=() NODE_CTRD_PID=() NODE_SHOALD_PID=()
+# Per-node extra shoald flags, appended after $SHOALD_ARGS (p2p_node_start
+# puts the DHT and metrics flags here; tests may add more before starting).
+declare -A NODE_SHOALD_ARGS=()
+declare -A NODE_SHOALD_LOG0=() # line count of NODE's shoald log when it last started
 SHOAL__FAILED=0
 SHOAL__CLEANED=0
+# The script's stderr, for failures found inside polled commands (wait_for
+# sends their output to /dev/null).
+exec {SHOAL__STDERR}>&2
 
 # ---------------------------------------------------------------- messages
 
@@ -171,7 +178,7 @@ spawn() {
   local name=$1 logf=$2
   shift 2
   log "start $name: $*"
-  "$@" >>"$logf" 2>&1 </dev/null &
+  "$@" >>"$logf" 2>&1 </dev/null {SHOAL__STDERR}>&- &
   SPAWN_PID=$!
   SHOAL__PIDS+=("$SPAWN_PID")
   SHOAL__PIDNAME[$SPAWN_PID]=$name
@@ -449,9 +456,12 @@ shoald_start() {
   root=$(node_content_root "$n")
   mkdir -p "$root"
   rm -f "$d/shoal.sock"
+  local logf=$SHOAL_LOGS/$n-shoald.log
+  # Where this run of shoald starts in its (appended) log, for log_since.
+  NODE_SHOALD_LOG0[$n]=$( ([[ -f $logf ]] && wc -l <"$logf") || echo 0)
   # shellcheck disable=SC2086
-  spawn "$n/shoald" "$SHOAL_LOGS/$n-shoald.log" \
-    "$bin" --socket="$d/shoal.sock" --root="$root" --logtostderr $SHOALD_ARGS
+  spawn "$n/shoald" "$logf" \
+    "$bin" --socket="$d/shoal.sock" --root="$root" --logtostderr $SHOALD_ARGS ${NODE_SHOALD_ARGS[$n]:-}
   NODE_SHOALD_PID[$n]=$SPAWN_PID
   local probe
   if probe=$(probe_bin); then
@@ -644,6 +654,294 @@ assert_no_blobs_on_disk() {
   while read -r digest size; do
     assert_no_file "$root/blobs/sha256/${digest#sha256:}" "$n: blob of $img after garbage collection"
   done < <(image_blobs "$img")
+}
+
+# ---------------------------------------------------------------- peer-to-peer nodes
+#
+# Several shoald nodes on one machine, each on its own loopback address
+# (node nK on 127.0.0.(K+1): n1 -> 127.0.0.2), so every node can use the same
+# fixed ports: the DHT (UDP) and the peer service (TCP) on
+# $SHOAL_DHT_PORT, Prometheus metrics on $SHOAL_METRICS_PORT.
+#
+#   p2p_node_start n1 ""            first node of a new DHT network
+#   p2p_node_start n2 "" n1         joins through n1 (node names or IP:port)
+#   metric n2 shoal_lookups_total 'outcome="found"'
+#   mark=$(registry_log_mark); ...; registry_requests_since "$mark"
+
+SHOAL_DHT_PORT=${SHOAL_DHT_PORT:-5001}
+SHOAL_METRICS_PORT=${SHOAL_METRICS_PORT:-9101}
+declare -A NODE_IP=() NODE_DHT=() NODE_METRICS=() NODE_BOOTSTRAP=()
+
+# node_ip NODE: the loopback address of node nK, 127.0.0.(K+1).
+node_ip() {
+  local k=${1//[!0-9]/}
+  [[ -n $k ]] && ((k >= 1 && k <= 250)) || fail "node_ip: cannot derive an address from node name [$1]"
+  echo "127.0.0.$((k + 1))"
+}
+
+# port_free IP PORT: nothing listens on IP:PORT over TCP or UDP.
+port_free() {
+  "$SHOAL_PYTHON" - "$1" "$2" <<'PY'
+import socket, sys
+ip, port = sys.argv[1], int(sys.argv[2])
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind((ip, port))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+PY
+}
+
+# shoald_has_flag NAME: does this shoald binary know --NAME?
+shoald_has_flag() {
+  "$(shoald_bin)" --helpmatch=shoald 2>&1 | grep -q -- "-$1 "
+}
+
+# p2p__endpoints NODE_OR_ENDPOINT,...: node names -> their DHT endpoints.
+p2p__endpoints() {
+  local out=() x
+  local IFS=,
+  for x in $1; do
+    [[ -n $x ]] || continue
+    if [[ -n ${NODE_DHT[$x]:-} ]]; then
+      out+=("${NODE_DHT[$x]}")
+    else
+      out+=("$x")
+    fi
+  done
+  echo "${out[*]}"
+}
+
+# p2p_node_start NODE [IP] [BOOTSTRAP] [STORE]: containerd + shoald as a
+# peer-to-peer node on IP (default: node_ip NODE), with
+#   --dht_listen=IP:$SHOAL_DHT_PORT (DHT over UDP, peer service over TCP)
+#   --metrics_listen=IP:$SHOAL_METRICS_PORT
+#   --dht_bootstrap=BOOTSTRAP (comma-separated node names or IP:port; none:
+#                              the first node of a new network)
+# plus whatever NODE_SHOALD_ARGS[NODE] already holds. Returns once containerd
+# and shoald serve, the node has joined the DHT (or started it) and its
+# metrics answer. With STORE=builtin (SHOAL_STORE=builtin) it is a plain
+# containerd node: no shoald, no DHT.
+p2p_node_start() {
+  local n=$1 ip=${2:-} boot=${3:-} store=${4:-$SHOAL_STORE}
+  [[ -n $ip ]] || ip=$(node_ip "$n")
+  NODE_IP[$n]=$ip
+  if [[ $store != shoal ]]; then
+    node_start "$n" "$store"
+    return
+  fi
+  local p
+  for p in "$SHOAL_DHT_PORT" "$SHOAL_METRICS_PORT"; do
+    port_free "$ip" "$p" || fail "$n: port $ip:$p is in use (set SHOAL_DHT_PORT / SHOAL_METRICS_PORT)"
+  done
+  NODE_DHT[$n]=$ip:$SHOAL_DHT_PORT
+  NODE_BOOTSTRAP[$n]=$(p2p__endpoints "$boot")
+  local args="--dht_listen=${NODE_DHT[$n]}"
+  [[ -n ${NODE_BOOTSTRAP[$n]} ]] && args+=" --dht_bootstrap=${NODE_BOOTSTRAP[$n]}"
+  if shoald_has_flag metrics_listen; then
+    NODE_METRICS[$n]=$ip:$SHOAL_METRICS_PORT
+    args+=" --metrics_listen=${NODE_METRICS[$n]}"
+  else
+    NODE_METRICS[$n]=""
+    log "NOTE: this shoald has no --metrics_listen; metrics of $n are unavailable"
+  fi
+  # The DHT readiness checks read shoald's VLOG(1) lines.
+  [[ " $SHOALD_ARGS ${NODE_SHOALD_ARGS[$n]:-} " =~ [[:space:]]--?v= ]] || args+=" --v=1"
+  NODE_SHOALD_ARGS[$n]="$args ${NODE_SHOALD_ARGS[$n]:-}"
+  node_start "$n" shoal
+  p2p__ready "$n"
+  log "$n: peer-to-peer node on $ip (dht ${NODE_DHT[$n]}, metrics ${NODE_METRICS[$n]:-none}, seeds ${NODE_BOOTSTRAP[$n]:-none})"
+}
+
+# p2p__ready NODE: wait until shoald joined the DHT (or started it) and, if
+# it has them, serves its metrics.
+p2p__ready() {
+  local n=$1 pid=${NODE_SHOALD_PID[$1]}
+  wait_for_proc "$n shoald to join the DHT" "$SHOAL_READY_TIMEOUT" "$pid" dht_joined "$n"
+  if [[ -n ${NODE_METRICS[$n]:-} ]]; then
+    wait_for_proc "$n metrics on http://${NODE_METRICS[$n]}/metrics" "$SHOAL_READY_TIMEOUT" "$pid" \
+      curl -fsS --max-time 2 -o /dev/null "http://${NODE_METRICS[$n]}/metrics"
+  fi
+}
+
+# log_since NODE: NODE's shoald log since its last start.
+log_since() {
+  tail -n +$((${NODE_SHOALD_LOG0[$1]:-0} + 1)) "$SHOAL_LOGS/$1-shoald.log"
+}
+
+# dht_joined NODE: succeeds once this run of NODE's shoald logged that it
+# joined the network or started a new one; fails the test at once if its
+# bootstrap failed.
+dht_joined() {
+  local l
+  l=$(log_since "$1" | grep -E -m1 'dht: (joined seeds=|started as first node|bootstrap failed)') || return 1
+  [[ $l != *"bootstrap failed"* ]] || fail "$1: shoald could not join the DHT: $l" 2>&"$SHOAL__STDERR"
+}
+
+# dht_provided NODE DIGEST: succeeds once NODE finished advertising DIGEST
+# (its last "dht: provide digest=D" line is followed by the end of that
+# batch: the advertiser runs one batch at a time); fails the test if that
+# batch failed. Needs shoald at --v=1 (p2p_node_start sees to it).
+dht_provided() {
+  local r
+  r=$(log_since "$1" | awk -v d="dht: provide digest=$2" '
+    index($0, d) { seen = NR; res = ""; next }
+    seen && res == "" && /dht: (provide|withdraw) (done|failed)/ { res = ($0 ~ /failed/) ? "failed" : "done" }
+    END { print res }')
+  [[ $r != failed ]] || fail "$1: advertising $2 in the DHT failed: $(log_since "$1" | grep -m1 'dht: provide failed')" 2>&"$SHOAL__STDERR"
+  [[ $r == done ]]
+}
+
+# dht_wait_provided NODE IMAGE: wait until NODE advertised every blob of IMAGE.
+dht_wait_provided() {
+  local n=$1 img=$2 digest size
+  while read -r digest size; do
+    wait_for_proc "$n to advertise $digest" "$SHOAL_READY_TIMEOUT" "${NODE_SHOALD_PID[$n]}" dht_provided "$n" "$digest"
+  done < <(image_blobs "$img")
+  log "$n: every blob of $img is advertised in the DHT"
+}
+
+# shoald_restart NODE [BOOTSTRAP]: SIGTERM NODE's shoald (it must exit 0) and
+# start it again on the same root with the same flags; wait as
+# p2p_node_start does. A node that was started without seeds rejoins
+# through BOOTSTRAP, by default every other running peer-to-peer node.
+shoald_restart() {
+  local n=$1 boot=${2:-} m
+  shoald_stop "$n"
+  if [[ -n ${NODE_DHT[$n]:-} ]]; then
+    if [[ -z $boot && -z ${NODE_BOOTSTRAP[$n]} ]]; then
+      for m in "${!NODE_DHT[@]}"; do
+        [[ $m != "$n" && -n ${NODE_SHOALD_PID[$m]:-} ]] && boot+=${boot:+,}$m
+      done
+    fi
+    if [[ -n $boot ]]; then
+      local args=${NODE_SHOALD_ARGS[$n]}
+      args=$(sed -E 's/(^| )--dht_bootstrap=[^ ]*//g' <<<"$args")
+      NODE_BOOTSTRAP[$n]=$(p2p__endpoints "$boot")
+      NODE_SHOALD_ARGS[$n]="$args --dht_bootstrap=${NODE_BOOTSTRAP[$n]}"
+    fi
+  fi
+  shoald_start "$n"
+  [[ -z ${NODE_DHT[$n]:-} ]] || p2p__ready "$n"
+  log "$n: shoald restarted"
+}
+
+# metrics_text NODE: NODE's Prometheus text (fails the test if unreachable).
+metrics_text() {
+  local n=$1 out
+  [[ -n ${NODE_METRICS[$n]:-} ]] || fail "$n: no metrics endpoint (not a peer-to-peer node, or shoald without --metrics_listen)"
+  out=$(curl -fsS --max-time 5 "http://${NODE_METRICS[$n]}/metrics") ||
+    fail "$n: cannot read http://${NODE_METRICS[$n]}/metrics"
+  printf '%s\n' "$out"
+}
+
+# metric NODE NAME [LABELFILTER]: the value of metric NAME on NODE, summed
+# over its series whose labels contain every comma-separated LABELFILTER
+# item (e.g. 'outcome="found"' or 'reason="corrupt"'); 0 if there is none.
+# Integers are printed without exponent.
+metric() {
+  local n=$1 name=$2 filter=${3:-} text
+  text=$(metrics_text "$n") || exit 1
+  awk -v name="$name" -v filter="$filter" '
+    BEGIN { nf = split(filter, want, ",") }
+    /^#/ { next }
+    {
+      series = $1
+      base = series; labels = ""
+      i = index(series, "{")
+      if (i > 0) { base = substr(series, 1, i - 1); labels = substr(series, i) }
+      if (base != name) next
+      for (j = 1; j <= nf; j++) if (index(labels, want[j]) == 0) next
+      sum += $2
+    }
+    END {
+      if (sum == int(sum)) printf "%.0f\n", sum
+      else printf "%.6f\n", sum
+    }' <<<"$text"
+}
+
+# registry_log_mark: a mark (the registry log's current line count) for
+# registry_requests_since.
+registry_log_mark() {
+  wc -l <"$REGISTRY_LOG"
+}
+
+# registry_requests_since MARK: the registry's requests ("METHOD PATH", one
+# a line, in log order) logged after MARK. The registry writes its access log
+# once a response is done, so this first sends a request of its own and
+# waits until that is logged; the requests made before are logged by then.
+REGISTRY_SENTINEL=0
+registry_requests_since() {
+  local mark=$1
+  REGISTRY_SENTINEL=$((REGISTRY_SENTINEL + 1))
+  local s="/v2/?shoal-sentinel=$REGISTRY_SENTINEL"
+  curl -fsS --max-time 5 -o /dev/null "http://$REGISTRY$s" || fail "registry sentinel request failed"
+  wait_for "the registry to log $s" 10 grep -qF "\"GET $s " "$REGISTRY_LOG"
+  tail -n +$((mark + 1)) "$REGISTRY_LOG" |
+    sed -nE 's/^[^ ]+ - [^ ]+ \[[^]]*\] "([A-Z]+) ([^ ]+) HTTP\/[0-9.]+".*/\1 \2/p' |
+    grep -vF "GET /v2/?shoal-sentinel=" || true
+}
+
+# registry_blob_requests REQUESTS: the lines of REQUESTS (as printed by
+# registry_requests_since) that fetch anything but a manifest by tag, i.e.
+# manifests by digest and blobs.
+registry_blob_requests() {
+  grep -E '^(GET|HEAD) /v2/.+/(blobs/sha256:|manifests/sha256:)' <<<"$1" || true
+}
+
+# fetch NODE NAMESPACE REF: `ctr content fetch` (every blob, no unpack).
+fetch() {
+  local n=$1 ns=$2 ref=$3 t0 rc=0
+  shift 3
+  t0=$(now_ms)
+  RUN_OUT=$(timeout 300 ctr --address "${NODE_DIR[$n]}/c.sock" -n "$ns" content fetch --plain-http "$@" "$ref" 2>&1) || rc=$?
+  PULL_MS=$(($(now_ms) - t0))
+  ((rc == 0)) || fail "$n: ctr -n $ns content fetch $ref failed (exit $rc) after ${PULL_MS} ms:
+$RUN_OUT"
+  log "$n: fetched $ref into namespace $ns in ${PULL_MS} ms"
+}
+
+# image_total NAME: the sum of the sizes of IMAGE's blobs (manifest, config,
+# layers).
+image_total() { image_blobs "$1" | awk '{s += $2} END {printf "%.0f\n", s}'; }
+
+# blob_size IMAGE DIGEST
+blob_size() { jq -r --arg d "$2" '.blobs[] | select(.digest == $d) | .size' "$(image_json "$1")"; }
+
+# verify_store NODE: every file in NODE's content root blobs/sha256/ hashes
+# to its own name (a wrongly filled blob would not).
+verify_store() {
+  local n=$1 root f count=0 sum
+  root=$(node_content_root "$n")
+  for f in "$root"/blobs/sha256/*; do
+    [[ -f $f ]] || continue
+    sum=$(sha256sum <"$f" | cut -c1-64)
+    [[ $sum == "${f##*/}" ]] || fail "$n: $f holds bytes whose sha256 is $sum"
+    count=$((count + 1))
+  done
+  log "$n: all $count blobs in $root/blobs/sha256 hash to their names"
+}
+
+# filled_lines NODE: this run's "fetcher: filled" log lines of NODE's shoald.
+filled_lines() { log_since "$1" | grep -F 'fetcher: filled digest=' || true; }
+
+# filled_from NODE DIGEST: the peer endpoint(s) (from=) that filled DIGEST on
+# NODE, one a line.
+filled_from() {
+  filled_lines "$1" | grep -F "digest=$2 " | sed -nE 's/.* from=([^ ]+).*/\1/p'
+}
+
+# node_of_endpoint IP:PORT: the node name with that DHT endpoint (or the
+# endpoint itself).
+node_of_endpoint() {
+  local m
+  for m in "${!NODE_DHT[@]}"; do
+    [[ ${NODE_DHT[$m]} == "$1" ]] && { echo "$m"; return; }
+  done
+  echo "$1"
 }
 
 # ---------------------------------------------------------------- cleanup

@@ -179,13 +179,16 @@ absl::Status Advertiser::AdvertiseStored(const BlobStore& store) {
 }
 
 void Advertiser::FindProviders(const std::string& digest,
-                               FindProvidersCallback done) {
-  VLOG(1) << "dht: finding providers digest=" << digest;
-  // No deadline: the node's lookup always ends (RPC timeouts bound it).
+                               absl::Duration deadline, Callback done) {
+  VLOG(2) << "dht: finding providers digest=" << digest;
   dht_->FindProviders(
-      dht::NodeId::ForKey(digest), absl::InfiniteDuration(),
+      dht::NodeId::ForKey(digest), deadline,
       [done = std::move(done)](absl::StatusOr<dht::FindProvidersResult> r) {
-        done(r.ok() ? std::move(r->providers) : std::vector<dht::Endpoint>());
+        if (!r.ok()) {
+          done(r.status());
+        } else {
+          done(std::move(r->providers));
+        }
       });
 }
 

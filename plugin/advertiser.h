@@ -31,14 +31,13 @@
 #include "dht/endpoint.h"
 #include "dht/node.h"
 #include "plugin/blob_events.h"
+#include "plugin/fetcher.h"
 #include "plugin/store.h"
 
 namespace shoal::plugin {
 
-class Advertiser : public BlobEvents {
+class Advertiser : public BlobEvents, public ProviderFinder {
  public:
-  using FindProvidersCallback = std::function<void(std::vector<dht::Endpoint>)>;
-
   // Starts the event loop and binds the DHT's UDP socket to `ip` (IPv4 or
   // IPv6 literal, not unspecified: it is the address peers are told to fetch
   // from) and `port` (0 picks a free one). INVALID_ARGUMENT for a bad
@@ -80,11 +79,11 @@ class Advertiser : public BlobEvents {
   // are returned; the provide itself is asynchronous, as for Advertise().
   absl::Status AdvertiseStored(const BlobStore& store);
 
-  // Looks up who provides `digest`; `done` runs once on the loop thread with
-  // the providers found (possibly none), unless the Advertiser is destroyed
-  // first. `done` must not call back into this Advertiser synchronously
-  // waiting for the loop.
-  void FindProviders(const std::string& digest, FindProvidersCallback done);
+  // ProviderFinder: `done` runs once on the loop thread with the providers
+  // found (possibly none) or DEADLINE_EXCEEDED, unless the Advertiser is
+  // destroyed first. `done` must not wait for the loop.
+  void FindProviders(const std::string& digest, absl::Duration deadline,
+                     Callback done) override;
 
   // The bound UDP endpoint, which is also the endpoint advertised.
   const dht::Endpoint& endpoint() const { return dht_->endpoint(); }

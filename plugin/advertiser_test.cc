@@ -123,11 +123,12 @@ class AdvertiserTest : public ::testing::Test {
       std::vector<dht::Endpoint> providers;
     };
     auto result = std::make_shared<Result>();
-    d.advertiser->FindProviders(digest,
-                                [result](std::vector<dht::Endpoint> providers) {
-                                  result->providers = std::move(providers);
-                                  result->done.Notify();
-                                });
+    d.advertiser->FindProviders(
+        digest, kDeadline,
+        [result](absl::StatusOr<std::vector<dht::Endpoint>> providers) {
+          if (providers.ok()) result->providers = *std::move(providers);
+          result->done.Notify();
+        });
     if (!result->done.WaitForNotificationWithTimeout(kDeadline)) return {};
     return result->providers;
   }

@@ -32,12 +32,14 @@ std::string EncodeChunkHeader(int64_t offset, size_t length) {
 BlobStreamReactor::BlobStreamReactor(const char* rpc,
                                      std::unique_ptr<BlobReader> reader,
                                      int64_t offset, int64_t length,
-                                     std::function<void()> on_done)
+                                     std::function<void()> on_done,
+                                     StreamShaper* shaper)
     : rpc_(rpc),
       reader_(std::move(reader)),
       offset_(offset),
       remaining_(length),
-      on_done_(std::move(on_done)) {
+      on_done_(std::move(on_done)),
+      shaper_(shaper) {
   SendNext();
 }
 
@@ -75,11 +77,25 @@ void BlobStreamReactor::SendNext() {
     Finish(grpc::Status::OK);
     return;
   }
+  if (shaper_ != nullptr) {
+    shaper_->OnChunk(
+        reinterpret_cast<char*>(const_cast<uint8_t*>(data.begin())), *got);
+  }
   grpc::Slice slices[2] = {grpc::Slice(EncodeChunkHeader(offset_, *got)),
                            data.sub(0, *got)};
   buffer_ = grpc::ByteBuffer(slices, 2);
   offset_ += *got;
   remaining_ -= *got;
+  if (shaper_ != nullptr) {
+    // No write is pending and Finish() was not called, so gRPC cannot end
+    // the stream (and delete this) before the send runs.
+    shaper_->Pace(*got, [this] { StartSend(); });
+  } else {
+    StartSend();
+  }
+}
+
+void BlobStreamReactor::StartSend() {
   if (remaining_ == 0) {
     StartWriteAndFinish(&buffer_, grpc::WriteOptions(), grpc::Status::OK);
   } else {

@@ -22,26 +22,43 @@ namespace shoal::plugin {
 // measured no faster.
 inline constexpr size_t kReadChunkBytes = 1 << 20;
 
+// What the peer service adds to a plain stream: accounting, an upload cap
+// and fault injection. The content service's Read uses none of it.
+// Implementations are shared by all streams and must be thread-safe.
+class StreamShaper {
+ public:
+  virtual ~StreamShaper() = default;
+  // Sees each chunk (`n` bytes at `data`) before it is sent; may alter it.
+  virtual void OnChunk(char* data, size_t n) = 0;
+  // Runs `send` once `n` more bytes may go out: at once on the calling
+  // thread, or later on another thread.
+  virtual void Pace(size_t n, std::function<void()> send) = 0;
+};
+
 // Streams [offset, offset + length) of `reader`'s blob, then finishes OK.
 // Deletes itself when gRPC is done with it, after running `on_done` (if set).
-// `rpc` names the call in logs.
+// `rpc` names the call in logs. `shaper`, when set, must outlive the stream.
 class BlobStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   BlobStreamReactor(const char* rpc, std::unique_ptr<BlobReader> reader,
                     int64_t offset, int64_t length,
-                    std::function<void()> on_done = nullptr);
+                    std::function<void()> on_done = nullptr,
+                    StreamShaper* shaper = nullptr);
 
   void OnWriteDone(bool ok) override;
   void OnDone() override;
 
  private:
   void SendNext();
+  // Starts the write of buffer_, the last one when nothing remains.
+  void StartSend();
 
   const char* const rpc_;
   std::unique_ptr<BlobReader> reader_;
   int64_t offset_;
   int64_t remaining_;
   std::function<void()> on_done_;
+  StreamShaper* const shaper_;  // May be null.
   grpc::ByteBuffer buffer_;
 };
 

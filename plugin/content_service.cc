@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "absl/types/optional.h"
 #include "plugin/blob_stream.h"
 #include "plugin/status_macros.h"
 
@@ -58,10 +59,22 @@ absl::Status ValidateLabels(
   return absl::OkStatus();
 }
 
+// The digest a ref names, as containerd's pull handler makes them
+// ("<ns>/<seq>/layer-sha256:<hex>", "...@sha256:<hex>"): what follows the
+// last "sha256:". Only a hint (imports and diffs use refs without one);
+// empty when there is none.
+std::string DigestHint(absl::string_view ref) {
+  size_t at = ref.rfind("sha256:");
+  if (at == absl::string_view::npos) return "";
+  std::string digest(ref.substr(at));
+  return ValidateDigest(digest).ok() ? digest : "";
+}
+
 // One Write stream: the ingest it holds and the messages it has handled.
 class WriteSession {
  public:
-  explicit WriteSession(BlobStore& store) : store_(store) {}
+  WriteSession(BlobStore& store, Fetcher* fetcher, NodeMetrics& metrics)
+      : store_(store), fetcher_(fetcher), metrics_(metrics) {}
 
   // Handles the first message, which must name the ref, and opens the ingest.
   absl::Status Open(const cv1::WriteContentRequest& req) {
@@ -86,6 +99,7 @@ class WriteSession {
       }
     }
     writer_ = *std::move(writer);
+    digest_hint_ = DigestHint(req.ref());
     return absl::OkStatus();
   }
 
@@ -97,15 +111,18 @@ class WriteSession {
           absl::StrCat("ref changed within a write stream from ",
                        writer_->ref(), " to ", req.ref().substr(0, 200)));
     }
-    if (req.total() > 0) SHOAL_RETURN_IF_ERROR(writer_->SetTotal(req.total()));
     if (!req.expected().empty()) {
       SHOAL_RETURN_IF_ERROR(ValidateDigest(req.expected()));
     }
     SHOAL_RETURN_IF_ERROR(ValidateLabels(req.labels()));
-
     resp->set_action(req.action());
+    if (filled_.has_value()) return HandleFilled(req, resp);
+    if (req.total() > 0) SHOAL_RETURN_IF_ERROR(writer_->SetTotal(req.total()));
+
     switch (req.action()) {
       case cv1::STAT:
+        if (++stats_ == 2) MaybeFill();
+        if (filled_.has_value()) return HandleFilled(req, resp);
         break;
       case cv1::WRITE:
         SHOAL_RETURN_IF_ERROR(ApplyData(req));
@@ -123,7 +140,70 @@ class WriteSession {
 
   const std::string& ref() const { return writer_->ref(); }
 
+  // The digest of a blob the last message brought into the store from
+  // peers, once; empty otherwise. containerd's COMMIT comes later.
+  std::string TakeNewlyStored() { return std::exchange(newly_stored_, ""); }
+
  private:
+  // Hook B (fetcher.h): on the stream's second STAT, never the first (it
+  // runs inside containerd's metadata transaction), bring the blob in from
+  // peers when the ref names a digest the store lacks and nothing was
+  // written yet. When the blob is already stored (committed meanwhile by a
+  // pull in another namespace) it is adopted the same way.
+  void MaybeFill() {
+    if (fetcher_ == nullptr || digest_hint_.empty() || wrote_data_ ||
+        writer_->offset() != 0 || writer_->total() <= 0) {
+      return;
+    }
+    absl::StatusOr<BlobInfo> held = store_.Info(digest_hint_);
+    if (held.ok()) {
+      if (held->size == writer_->total()) filled_ = *held;
+      return;
+    }
+    absl::StatusOr<BlobInfo> info =
+        fetcher_->Fill(digest_hint_, writer_->total(), *writer_);
+    if (info.ok()) {
+      filled_ = *info;
+      newly_stored_ = info->digest;
+      return;
+    }
+    VLOG(1) << "content: not filled from peers ref=" << writer_->ref()
+            << " reason=" << info.status();
+  }
+
+  // Messages after a fill: STATs report the whole blob, a COMMIT without
+  // data (containerd's, with the stale offset of the first STAT) succeeds
+  // when its size and digest match the blob, data is refused.
+  absl::Status HandleFilled(const cv1::WriteContentRequest& req,
+                            cv1::WriteContentResponse* resp) {
+    const BlobInfo& blob = *filled_;
+    if (!req.data().empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("blob ", blob.digest, " of ref ", writer_->ref(),
+                       " was filled from a peer; no more data is accepted"));
+    }
+    if (req.action() == cv1::COMMIT) {
+      if ((req.total() > 0 && req.total() != blob.size) ||
+          (!req.expected().empty() && req.expected() != blob.digest)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "commit of ", writer_->ref(), " expects ", req.expected(), " (",
+            req.total(), " bytes) but the blob filled is ", blob.digest, " (",
+            blob.size, " bytes)"));
+      }
+      // A concurrent fill committed the blob; this stream's ingest is empty.
+      if (!writer_->committed()) SHOAL_RETURN_IF_ERROR(writer_->Discard());
+    } else if (req.action() != cv1::STAT && req.action() != cv1::WRITE) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown write action ", req.action()));
+    }
+    resp->set_offset(blob.size);
+    resp->set_total(blob.size);
+    resp->set_digest(blob.digest);
+    SetTime(writer_->Status().started_at, resp->mutable_started_at());
+    SetTime(blob.updated_at, resp->mutable_updated_at());
+    return absl::OkStatus();
+  }
+
   // WRITE semantics of containerd's contentserver: offset 0 with data on a
   // non-empty ingest restarts it; any other offset must equal the current
   // end. Messages without data change nothing, so a COMMIT carrying a stale
@@ -141,7 +221,11 @@ class WriteSession {
           "write offset ", req.offset(), " does not match ingest offset ",
           writer_->offset(), " ref=", writer_->ref()));
     }
-    return writer_->Append(req.data());
+    SHOAL_RETURN_IF_ERROR(writer_->Append(req.data()));
+    wrote_data_ = true;
+    metrics_.upstream_written_bytes().Add(
+        static_cast<double>(req.data().size()));
+    return absl::OkStatus();
   }
 
   absl::Status Commit(const cv1::WriteContentRequest& req,
@@ -151,6 +235,9 @@ class WriteSession {
                            writer_->Commit(total, req.expected()));
     VLOG(1) << "content: committed ref=" << writer_->ref()
             << " digest=" << info.digest << " size=" << info.size;
+    if (wrote_data_ && !digest_hint_.empty()) {
+      metrics_.pulls_from_upstream().Add();
+    }
     resp->set_offset(info.size);
     resp->set_total(info.size);
     resp->set_digest(info.digest);
@@ -169,7 +256,16 @@ class WriteSession {
   }
 
   BlobStore& store_;
+  Fetcher* const fetcher_;  // May be null: no peers.
+  NodeMetrics& metrics_;
   std::unique_ptr<IngestWriter> writer_;
+  std::string digest_hint_;  // Empty when the ref names no digest.
+  int stats_ = 0;
+  bool wrote_data_ = false;
+  // The blob, once filled from a peer (or found committed) at the second
+  // STAT; every later message is answered from it.
+  absl::optional<BlobInfo> filled_;
+  std::string newly_stored_;
 };
 
 }  // namespace
@@ -178,6 +274,16 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                       std::string(status.message()));
+}
+
+ContentService::ContentService(BlobStore* store, BlobEvents* events,
+                               Fetcher* fetcher, NodeMetrics* metrics)
+    : store_(*store), events_(events), fetcher_(fetcher), metrics_(metrics) {
+  if (metrics_ == nullptr) {
+    own_registry_ = std::make_unique<MetricsRegistry>();
+    own_metrics_ = std::make_unique<NodeMetrics>(*own_registry_);
+    metrics_ = own_metrics_.get();
+  }
 }
 
 void ContentService::FillInfo(const BlobInfo& blob, cv1::Info* out) {
@@ -355,7 +461,7 @@ grpc::Status ContentService::Write(
                              cv1::WriteContentRequest>* stream) {
   cv1::WriteContentRequest req;
   if (!stream->Read(&req)) return grpc::Status::OK;  // Closed before a word.
-  WriteSession session(store_);
+  WriteSession session(store_, fetcher_, *metrics_);
   absl::Status opened = session.Open(req);
   if (absl::IsUnavailable(opened)) {
     VLOG(1) << "content: ref busy ref=" << req.ref();
@@ -370,8 +476,10 @@ grpc::Status ContentService::Write(
     if (!st.ok()) return Reject("Write", st);
     // Before the reply: the blob is durable now, whether or not the client
     // stays to read the answer.
-    if (req.action() == cv1::COMMIT && events_ != nullptr) {
-      events_->OnCommitted(resp.digest());
+    if (events_ != nullptr) {
+      if (req.action() == cv1::COMMIT) events_->OnCommitted(resp.digest());
+      std::string fetched = session.TakeNewlyStored();
+      if (!fetched.empty()) events_->OnCommitted(fetched);
     }
     if (!stream->Write(resp)) break;
     if (req.action() == cv1::COMMIT) return grpc::Status::OK;

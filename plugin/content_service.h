@@ -12,6 +12,7 @@
 #define SHOAL_PLUGIN_CONTENT_SERVICE_H_
 
 #include <map>
+#include <memory>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -21,6 +22,9 @@
 #include "containerd/services/content/v1/content.grpc.pb.h"
 #include "plugin/blob_events.h"
 #include "plugin/blob_stream.h"
+#include "plugin/fetcher.h"
+#include "plugin/metrics.h"
+#include "plugin/node_metrics.h"
 #include "plugin/store.h"
 
 namespace shoal::plugin {
@@ -45,8 +49,11 @@ class ContentService final
   // `events`, when not null, hears of every successful COMMIT (including one
   // that found the blob already stored) and every Delete; Info and Read
   // never call it.
-  explicit ContentService(BlobStore* store, BlobEvents* events = nullptr)
-      : store_(*store), events_(events) {}
+  // `fetcher`, when not null, fills ingests from peers (fetcher.h).
+  // `metrics`, when null, are kept privately (tests).
+  explicit ContentService(BlobStore* store, BlobEvents* events = nullptr,
+                          Fetcher* fetcher = nullptr,
+                          NodeMetrics* metrics = nullptr);
 
   // containerd.services.content.v1.Content
   grpc::Status Info(
@@ -96,6 +103,11 @@ class ContentService final
 
   BlobStore& store_;
   BlobEvents* const events_;  // Not owned; may be null.
+  Fetcher* const fetcher_;    // Not owned; may be null.
+  // Set when the caller passed none.
+  std::unique_ptr<MetricsRegistry> own_registry_;
+  std::unique_ptr<NodeMetrics> own_metrics_;
+  NodeMetrics* metrics_;  // Never null.
 
   absl::Mutex labels_mu_;
   // Labels set through Update, by digest. containerd keeps its own labels in

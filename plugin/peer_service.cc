@@ -21,7 +21,48 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* Fail(grpc::StatusCode code,
   return new FinishedStreamReactor(grpc::Status(code, std::move(message)));
 }
 
+// Burst of the upload cap: two chunks, so one stream keeps a chunk in
+// flight while the next is read, and the cap holds over any 100 ms window
+// at rates above 20 MiB/s.
+constexpr int64_t kUploadBurstBytes = 2 * kReadChunkBytes;
+
 }  // namespace
+
+PeerService::PeerService(BlobStore* store, PeerServiceOptions options,
+                         NodeMetrics* metrics)
+    : store_(*store), options_(options), metrics_(metrics) {
+  if (metrics_ == nullptr) {
+    own_registry_ = std::make_unique<MetricsRegistry>();
+    own_metrics_ = std::make_unique<NodeMetrics>(*own_registry_);
+    metrics_ = own_metrics_.get();
+  }
+  if (options_.upload_bytes_per_second > 0) {
+    limiter_ = std::make_unique<UploadLimiter>(options_.upload_bytes_per_second,
+                                               kUploadBurstBytes);
+  }
+  if (options_.corrupt_uploads) {
+    LOG(WARNING) << "peer: fault injection on: every blob served to peers is "
+                    "corrupted (--fault_corrupt_uploads; testing only)";
+  }
+}
+
+PeerService::~PeerService() = default;
+
+void PeerService::OnChunk(char* data, size_t n) {
+  metrics_->peer_served_bytes().Add(static_cast<double>(n));
+  if (options_.corrupt_uploads && n > 0) {
+    data[0] = static_cast<char>(~data[0]);
+    metrics_->served_corrupted().Add();
+  }
+}
+
+void PeerService::Pace(size_t n, std::function<void()> send) {
+  if (limiter_ == nullptr) {
+    send();
+  } else {
+    limiter_->Pace(n, std::move(send));
+  }
+}
 
 std::string PeerHost(const std::string& grpc_peer) {
   absl::string_view s = grpc_peer;
@@ -76,9 +117,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PeerService::FetchBlob(
   VLOG(1) << "peer: serving digest=" << req.digest() << " peer=" << host
           << " offset=" << req.offset();
   ctx->AddInitialMetadata(kBlobSizeMetadata, absl::StrCat(size));
-  return new BlobStreamReactor("FetchBlob", *std::move(reader), req.offset(),
-                               size - req.offset(),
-                               [this, host] { Release(host); });
+  return new BlobStreamReactor(
+      "FetchBlob", *std::move(reader), req.offset(), size - req.offset(),
+      [this, host] { Release(host); }, this);
 }
 
 int PeerService::ActiveStreams(const std::string& host) {

@@ -43,11 +43,24 @@ absl::Status PrepareSocketPath(const std::string& path) {
 absl::StatusOr<std::unique_ptr<ContentServer>> ContentServer::Start(
     const std::string& socket_path, const std::string& root,
     BlobEvents* events) {
+  SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> store,
+                         BlobStore::Open(root));
+  SHOAL_ASSIGN_OR_RETURN(
+      std::unique_ptr<ContentServer> s,
+      Start(socket_path, store.get(), events, nullptr, nullptr));
+  s->owned_store_ = std::move(store);
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<ContentServer>> ContentServer::Start(
+    const std::string& socket_path, BlobStore* store, BlobEvents* events,
+    Fetcher* fetcher, NodeMetrics* metrics) {
   SHOAL_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
   std::unique_ptr<ContentServer> s(new ContentServer());
   s->socket_path_ = socket_path;
-  SHOAL_ASSIGN_OR_RETURN(s->store_, BlobStore::Open(root));
-  s->service_ = std::make_unique<ContentService>(s->store_.get(), events);
+  s->store_ = store;
+  s->service_ =
+      std::make_unique<ContentService>(store, events, fetcher, metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;

@@ -27,6 +27,13 @@ class ContentServer {
       const std::string& socket_path, const std::string& root,
       BlobEvents* events = nullptr);
 
+  // Serves `store`, which the caller opened and which must outlive the
+  // server, with the ContentService's optional collaborators (all may be
+  // null; those given must outlive the server).
+  static absl::StatusOr<std::unique_ptr<ContentServer>> Start(
+      const std::string& socket_path, BlobStore* store, BlobEvents* events,
+      Fetcher* fetcher, NodeMetrics* metrics);
+
   ~ContentServer();
 
   // Stops accepting calls and cancels those still running after `grace`.
@@ -40,7 +47,8 @@ class ContentServer {
   ContentServer() = default;
 
   std::string socket_path_;
-  std::unique_ptr<BlobStore> store_;
+  std::unique_ptr<BlobStore> owned_store_;  // Set by the first Start().
+  BlobStore* store_ = nullptr;
   std::unique_ptr<ContentService> service_;
   std::unique_ptr<grpc::Server> server_;
   bool shut_down_ = false;

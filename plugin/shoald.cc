@@ -3,9 +3,11 @@
 // as a proxy content plugin in place of its built-in store.
 #include <gflags/gflags.h>
 #include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +23,11 @@
 #include "dht/endpoint.h"
 #include "dht/node.h"
 #include "plugin/advertiser.h"
+#include "plugin/fetcher.h"
+#include "plugin/http_server.h"
+#include "plugin/metrics.h"
+#include "plugin/node_metrics.h"
+#include "plugin/peer_service.h"
 #include "plugin/server.h"
 
 DEFINE_string(socket, "/run/shoal/content.sock",
@@ -49,6 +56,21 @@ DEFINE_string(dht_reresolve_interval, "60s",
 DEFINE_string(dht_provider_ttl, "24h",
               "lifetime of this node's provider records in the DHT, as an "
               "absl duration (\"24h\", \"90m\"); whole seconds in [1s, 48h]");
+DEFINE_string(peer_resolve_timeout, "20ms",
+              "longest a DHT lookup for a blob containerd is about to "
+              "download may take before the download goes to the registry "
+              "(absl duration, (0, 10s])");
+DEFINE_int64(peer_upload_bytes_per_second, 0,
+             "cap on the bytes per second this node serves to other nodes, "
+             "all streams together; 0: no cap");
+DEFINE_int32(peer_max_streams_per_client, 4,
+             "concurrent blob streams one other node may fetch from this one");
+DEFINE_bool(fault_corrupt_uploads, false,
+            "TESTING ONLY: corrupt every blob served to peers, to prove that "
+            "fetchers reject bad bytes");
+DEFINE_string(metrics_listen, "",
+              "IP:port ([IPv6]:port) to serve Prometheus metrics on at "
+              "/metrics over HTTP; empty: no metrics endpoint");
 DEFINE_string(dht_republish_interval, "6h",
               "how often this node re-announces every blob it advertises, as "
               "an absl duration; must be shorter than --dht_provider_ttl. "
@@ -62,6 +84,7 @@ struct DhtConfig {
   uint16_t port = 0;
   std::vector<std::string> seeds;  // Checked by Advertiser::StartResolving.
   shoal::dht::NodeOptions node;
+  absl::Duration resolve_timeout = absl::Milliseconds(20);
   // 60 s default: an isolated or restarted node (or one whose seeds all
   // restarted at new addresses) rejoins within a minute, at the cost of one
   // DNS query per name per minute.
@@ -138,6 +161,15 @@ absl::StatusOr<DhtConfig> ParseDhtFlags(absl::string_view listen,
         "--dht_reresolve_interval: must be positive");
   }
   config.reresolve_interval = *reresolve;
+  absl::StatusOr<absl::Duration> resolve =
+      ParseDurationFlag("peer_resolve_timeout", FLAGS_peer_resolve_timeout);
+  if (!resolve.ok()) return resolve.status();
+  if (*resolve <= absl::ZeroDuration() || *resolve > absl::Seconds(10)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--peer_resolve_timeout: must be in (0, 10s], got ",
+                     absl::FormatDuration(*resolve)));
+  }
+  config.resolve_timeout = *resolve;
   absl::Status durations = ParseDhtDurations(
       FLAGS_dht_provider_ttl, FLAGS_dht_republish_interval, config.node);
   if (!durations.ok()) return durations;
@@ -184,9 +216,30 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  // The advertiser outlives the server, which reports commits and deletes
-  // to it.
+  if (FLAGS_peer_upload_bytes_per_second < 0 ||
+      FLAGS_peer_max_streams_per_client < 1) {
+    LOG(ERROR) << "shoald: --peer_upload_bytes_per_second must be >= 0 and "
+                  "--peer_max_streams_per_client >= 1";
+    return 2;
+  }
+
+  shoal::plugin::MetricsRegistry registry;
+  shoal::plugin::NodeMetrics metrics(registry);
+  absl::StatusOr<std::unique_ptr<shoal::plugin::BlobStore>> store =
+      shoal::plugin::BlobStore::Open(FLAGS_root);
+  if (!store.ok()) {
+    LOG(ERROR) << "shoald: cannot open store root=" << FLAGS_root
+               << " error=" << store.status();
+    return 1;
+  }
+  shoal::plugin::BlobStore* blobs = store->get();
+
+  // Destroyed in reverse: the servers first (no more calls), then the
+  // fetcher and the advertiser they call into, then the store.
   std::unique_ptr<shoal::plugin::Advertiser> advertiser;
+  std::unique_ptr<shoal::plugin::Fetcher> fetcher;
+  std::unique_ptr<shoal::plugin::PeerService> peer_service;
+  std::unique_ptr<grpc::Server> peer_server;
   if (dht.has_value()) {
     auto a = shoal::plugin::Advertiser::Create(dht->ip, dht->port, dht->node);
     if (!a.ok()) {
@@ -194,22 +247,98 @@ int main(int argc, char** argv) {
       return 1;
     }
     advertiser = *std::move(a);
-    LOG(INFO) << "shoald: dht listening endpoint="
-              << advertiser->endpoint().ToString()
+    const shoal::dht::Endpoint self = advertiser->endpoint();
+    LOG(INFO) << "shoald: dht listening endpoint=" << self.ToString()
               << " seeds=" << dht->seeds.size() << " provider_ttl="
               << absl::FormatDuration(dht->node.provider_ttl)
               << " republish_interval="
               << absl::FormatDuration(dht->node.republish_interval);
+
+    // The peer service listens on TCP at the DHT's address and port, so a
+    // provider record's endpoint names both.
+    shoal::plugin::PeerServiceOptions peer_options;
+    peer_options.max_streams_per_peer = FLAGS_peer_max_streams_per_client;
+    peer_options.upload_bytes_per_second = FLAGS_peer_upload_bytes_per_second;
+    peer_options.corrupt_uploads = FLAGS_fault_corrupt_uploads;
+    peer_service = std::make_unique<shoal::plugin::PeerService>(
+        blobs, peer_options, &metrics);
+    grpc::ServerBuilder builder;
+    // Without this gRPC sets SO_REUSEPORT, and a second shoald on the same
+    // address would silently share the port.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    int bound_port = 0;
+    builder.AddListeningPort(self.ToString(), grpc::InsecureServerCredentials(),
+                             &bound_port);
+    builder.RegisterService(peer_service.get());
+    peer_server = builder.BuildAndStart();
+    if (peer_server == nullptr || bound_port != self.port()) {
+      LOG(ERROR) << "shoald: cannot serve peers on tcp " << self.ToString()
+                 << " (in use?)";
+      return 1;
+    }
+    LOG(INFO) << "shoald: serving peers tcp=" << self.ToString()
+              << " upload_limit_bytes_per_second="
+              << FLAGS_peer_upload_bytes_per_second
+              << " max_streams_per_client="
+              << FLAGS_peer_max_streams_per_client;
+
+    shoal::plugin::FetcherOptions fetch_options;
+    fetch_options.resolve_timeout = dht->resolve_timeout;
+    fetch_options.self = self;
+    fetcher = std::make_unique<shoal::plugin::Fetcher>(blobs, advertiser.get(),
+                                                       &metrics, fetch_options);
+
     absl::Status started =
         advertiser->StartResolving(dht->seeds, {}, dht->reresolve_interval);
     if (!started.ok()) {
       LOG(ERROR) << "shoald: bad flag error=--dht_bootstrap: " << started;
       return started.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
     }
+  } else if (FLAGS_fault_corrupt_uploads) {
+    LOG(ERROR) << "shoald: --fault_corrupt_uploads needs --dht_listen";
+    return 2;
   }
 
-  auto server = shoal::plugin::ContentServer::Start(FLAGS_socket, FLAGS_root,
-                                                    advertiser.get());
+  registry.AddCallbackGauge(
+      "shoal_store_blobs", "Committed blobs in the content store.", {},
+      [blobs] {
+        absl::StatusOr<std::vector<shoal::plugin::BlobInfo>> all =
+            blobs->List();
+        return all.ok() ? static_cast<double>(all->size()) : -1.0;
+      });
+  registry.AddCallbackGauge(
+      "shoal_store_bytes", "Bytes of committed blobs in the content store.", {},
+      [blobs] {
+        absl::StatusOr<std::vector<shoal::plugin::BlobInfo>> all =
+            blobs->List();
+        if (!all.ok()) return -1.0;
+        double bytes = 0;
+        for (const auto& b : *all) bytes += static_cast<double>(b.size);
+        return bytes;
+      });
+  std::unique_ptr<shoal::plugin::HttpServer> http;
+  if (!FLAGS_metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<shoal::plugin::HttpServer>> started =
+        shoal::plugin::HttpServer::Start(
+            FLAGS_metrics_listen,
+            {{"/metrics",
+              [&registry](const std::string&,
+                          const std::map<std::string, std::string>&) {
+                shoal::plugin::HttpServer::Response r;
+                r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                r.body = registry.Render();
+                return r;
+              }}});
+    if (!started.ok()) {
+      LOG(ERROR) << "shoald: cannot serve metrics error=" << started.status();
+      return started.status().code() == absl::StatusCode::kInvalidArgument ? 2
+                                                                           : 1;
+    }
+    http = *std::move(started);
+  }
+
+  auto server = shoal::plugin::ContentServer::Start(
+      FLAGS_socket, blobs, advertiser.get(), fetcher.get(), &metrics);
   if (!server.ok()) {
     LOG(ERROR) << "shoald: cannot start error=" << server.status();
     return 1;
@@ -219,7 +348,7 @@ int main(int argc, char** argv) {
   if (advertiser != nullptr) {
     // After the server started, so a blob committed in between is at worst
     // advertised twice, never missed.
-    absl::Status st = advertiser->AdvertiseStored((*server)->store());
+    absl::Status st = advertiser->AdvertiseStored(*blobs);
     if (!st.ok()) {
       LOG(WARNING) << "shoald: cannot list stored blobs to advertise error="
                    << st;
@@ -229,8 +358,17 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&stop, &sig);
   LOG(INFO) << "shoald: stopping signal=" << strsignal(sig);
-  (*server)->Shutdown(absl::Seconds(FLAGS_shutdown_grace_seconds));
+  const absl::Duration grace = absl::Seconds(FLAGS_shutdown_grace_seconds);
+  (*server)->Shutdown(grace);
   server->reset();
+  if (peer_server != nullptr) {
+    peer_server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    peer_server->Wait();
+  }
+  http.reset();
+  peer_server.reset();
+  fetcher.reset();
+  peer_service.reset();
   advertiser.reset();
   LOG(INFO) << "shoald: stopped";
   return 0;

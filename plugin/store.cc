@@ -225,6 +225,12 @@ absl::Status IngestWriter::Truncate() {
   return absl::OkStatus();
 }
 
+absl::Status IngestWriter::Discard() {
+  SHOAL_RETURN_IF_ERROR(CheckOpen());
+  committed_ = true;
+  return RemoveTree(dir_);
+}
+
 absl::Status IngestWriter::Append(absl::string_view data) {
   SHOAL_RETURN_IF_ERROR(CheckOpen());
   if (data.empty()) return absl::OkStatus();

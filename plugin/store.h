@@ -109,6 +109,8 @@ class IngestWriter {
   const std::string& ref() const { return ref_; }
   int64_t offset() const { return offset_; }
   int64_t total() const { return total_; }
+  // True once Commit() succeeded or Discard() ran.
+  bool committed() const { return committed_; }
   IngestStatus Status() const;
   // Digest of the bytes written so far; empty while the data of an ingest
   // resumed after a restart has not been re-hashed yet (see EnsureHash).
@@ -134,6 +136,11 @@ class IngestWriter {
   // existing blob's info returned (OK). After a successful commit the writer
   // is finished: further calls fail with FAILED_PRECONDITION.
   absl::StatusOr<BlobInfo> Commit(int64_t size, absl::string_view expected);
+
+  // Removes the ingest and its data and finishes the writer, for an ingest
+  // made redundant because its blob was committed by other means (a
+  // concurrent fill from a peer).
+  absl::Status Discard();
 
  private:
   friend class BlobStore;

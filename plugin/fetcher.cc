@@ -1,0 +1,275 @@
+#include "plugin/fetcher.h"
+
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "plugin/peer_client.h"
+
+namespace shoal::plugin {
+namespace {
+
+FetchFailure Classify(const absl::Status& st) {
+  switch (st.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kCancelled:
+      return FetchFailure::kUnavailable;
+    case absl::StatusCode::kNotFound:
+      return FetchFailure::kNotFound;
+    case absl::StatusCode::kDeadlineExceeded:
+      return FetchFailure::kTimeout;
+    case absl::StatusCode::kDataLoss:
+      return FetchFailure::kProtocol;
+    default:
+      return FetchFailure::kOther;
+  }
+}
+
+// Peers we keep a channel to; past this the cache starts over (a node talks
+// to at most the nodes of its cluster, so this is only a bound on a leak).
+constexpr size_t kMaxCachedStubs = 1024;
+
+}  // namespace
+
+Fetcher::Fetcher(BlobStore* store, ProviderFinder* finder, NodeMetrics* metrics,
+                 FetcherOptions options)
+    : store_(*store),
+      finder_(*finder),
+      metrics_(*metrics),
+      options_(std::move(options)) {}
+
+Fetcher::~Fetcher() = default;
+
+absl::StatusOr<BlobInfo> Fetcher::Fill(const std::string& digest, int64_t size,
+                                       IngestWriter& writer) {
+  std::shared_ptr<InFlight> leader_of;
+  std::shared_ptr<InFlight> waiting_for;
+  {
+    absl::MutexLock lock(&mu_);
+    auto [it, inserted] = in_flight_.try_emplace(digest);
+    if (inserted) {
+      it->second = std::make_shared<InFlight>();
+      leader_of = it->second;
+    } else {
+      waiting_for = it->second;
+    }
+  }
+  if (waiting_for != nullptr) {
+    // Another stream is fetching the same blob (another namespace, or
+    // another ref for one digest): wait for it instead of downloading twice.
+    // It is bounded by the lookup and fetch deadlines.
+    metrics_.fetch_dedups().Add();
+    VLOG(1) << "fetcher: waiting for the fetch in flight digest=" << digest;
+    waiting_for->done.WaitForNotification();
+    absl::StatusOr<BlobInfo> info = store_.Info(digest);
+    if (info.ok() && info->size == size) return info;
+    return absl::NotFoundError(
+        absl::StrCat("the concurrent fetch of ", digest, " did not succeed"));
+  }
+
+  absl::StatusOr<BlobInfo> result = FillFromPeers(digest, size, writer);
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight_.erase(digest);
+  }
+  leader_of->done.Notify();
+  return result;
+}
+
+absl::StatusOr<BlobInfo> Fetcher::FillFromPeers(const std::string& digest,
+                                                int64_t size,
+                                                IngestWriter& writer) {
+  absl::StatusOr<std::vector<dht::Endpoint>> found = Lookup(digest);
+  if (!found.ok()) return found.status();
+  std::vector<dht::Endpoint> candidates = Candidates(*std::move(found));
+  if (candidates.empty()) {
+    return absl::NotFoundError(absl::StrCat("no usable provider of ", digest));
+  }
+
+  const absl::Time start = absl::Now();
+  // Peers whose bytes are in the ingest now; all of them are suspects if
+  // the digest does not match, since the hash covers the whole blob.
+  std::vector<dht::Endpoint> contributors;
+  std::vector<std::string> errors;
+  int attempts = 0;
+  for (size_t i = 0; i < candidates.size() && attempts < options_.max_attempts;
+       ++i) {
+    const dht::Endpoint& peer = candidates[i];
+    if (IsShunned(peer)) continue;  // Shunned by a concurrent fill meanwhile.
+    ++attempts;
+    const int64_t before = writer.offset();
+    absl::Duration timeout =
+        options_.fetch_base_timeout +
+        absl::Seconds(static_cast<double>(size - before) /
+                      static_cast<double>(options_.min_bytes_per_second));
+    absl::StatusOr<int64_t> got =
+        FetchBlobInto(*StubFor(peer), digest, size, writer, timeout);
+    const int64_t received = writer.offset() - before;
+    metrics_.peer_received_bytes().Add(static_cast<double>(received));
+    if (received > 0 && std::find(contributors.begin(), contributors.end(),
+                                  peer) == contributors.end()) {
+      contributors.push_back(peer);
+    }
+    if (!got.ok()) {
+      FetchFailure reason = Classify(got.status());
+      metrics_.RecordFetchFailure(reason);
+      if (reason != FetchFailure::kNotFound) {
+        Shun(peer, options_.failure_shun);
+      }
+      errors.push_back(
+          absl::StrCat(peer.ToString(), ": ", got.status().ToString()));
+      VLOG(1) << "fetcher: peer failed digest=" << digest
+              << " peer=" << peer.ToString() << " offset=" << writer.offset()
+              << " error=" << got.status();
+      continue;
+    }
+    absl::StatusOr<BlobInfo> info = writer.Commit(size, digest);
+    if (info.ok()) {
+      metrics_.pulls_from_peer().Add();
+      std::vector<std::string> from;
+      for (const dht::Endpoint& c : contributors) from.push_back(c.ToString());
+      LOG(INFO) << "fetcher: filled digest=" << digest << " bytes=" << size
+                << " from=" << absl::StrJoin(from, ",")
+                << " seconds=" << absl::ToDoubleSeconds(absl::Now() - start);
+      return info;
+    }
+    if (!absl::IsFailedPrecondition(info.status())) {
+      // Not the peers' fault (a local disk error): stop trying.
+      LOG(WARNING) << "fetcher: cannot commit fetched blob digest=" << digest
+                   << " error=" << info.status();
+      errors.push_back(info.status().ToString());
+      break;
+    }
+    // The bytes do not hash to the digest: drop them all and shun everyone
+    // who sent some, then try the providers left from the start.
+    for (const dht::Endpoint& c : contributors) {
+      metrics_.RecordFetchFailure(FetchFailure::kCorrupt);
+      Shun(c, options_.corrupt_shun);
+      LOG_EVERY_T(WARNING, 10)
+          << "fetcher: peer sent corrupt data, shunned for "
+          << absl::FormatDuration(options_.corrupt_shun)
+          << " peer=" << c.ToString() << " digest=" << digest
+          << " (rate limited)";
+    }
+    errors.push_back(
+        absl::StrCat("corrupt data from ", contributors.size(), " peer(s)"));
+    contributors.clear();
+    absl::Status reset = writer.Truncate();
+    if (!reset.ok()) return reset;
+  }
+
+  absl::Status reset = writer.Truncate();
+  if (!reset.ok()) return reset;
+  VLOG(1) << "fetcher: falling back to upstream digest=" << digest
+          << " errors=[" << absl::StrJoin(errors, "; ") << "]";
+  LOG_EVERY_T(WARNING, 5) << "fetcher: falling back to upstream digest="
+                          << digest << " tried=" << attempts << " last_error="
+                          << (errors.empty() ? "none" : errors.back())
+                          << " (rate limited)";
+  return absl::UnavailableError(absl::StrCat(
+      "no peer could serve ", digest, ": ", absl::StrJoin(errors, "; ")));
+}
+
+absl::StatusOr<std::vector<dht::Endpoint>> Fetcher::Lookup(
+    const std::string& digest) {
+  struct Answer {
+    absl::Notification done;
+    absl::StatusOr<std::vector<dht::Endpoint>> providers;
+  };
+  // Shared with the callback, which may come after we stopped waiting.
+  auto answer = std::make_shared<Answer>();
+  const absl::Time start = absl::Now();
+  finder_.FindProviders(
+      digest, options_.resolve_timeout,
+      [answer](absl::StatusOr<std::vector<dht::Endpoint>> providers) {
+        answer->providers = std::move(providers);
+        answer->done.Notify();
+      });
+  // The finder answers by the deadline; the margin only guards against a
+  // finder that drops the callback while shutting down.
+  bool answered = answer->done.WaitForNotificationWithTimeout(
+      options_.resolve_timeout + absl::Seconds(1));
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (!answered) {
+    metrics_.RecordLookup(LookupOutcome::kError, seconds);
+    return absl::UnavailableError("provider lookup never answered");
+  }
+  const absl::StatusOr<std::vector<dht::Endpoint>>& providers =
+      answer->providers;
+  if (absl::IsDeadlineExceeded(providers.status())) {
+    metrics_.RecordLookup(LookupOutcome::kTimeout, seconds);
+    VLOG(1) << "fetcher: lookup timed out digest=" << digest;
+    return providers.status();
+  }
+  if (!providers.ok()) {
+    metrics_.RecordLookup(LookupOutcome::kError, seconds);
+    LOG_EVERY_T(WARNING, 10)
+        << "fetcher: lookup failed digest=" << digest
+        << " error=" << providers.status() << " (rate limited)";
+    return providers.status();
+  }
+  metrics_.RecordLookup(
+      providers->empty() ? LookupOutcome::kNotFound : LookupOutcome::kFound,
+      seconds);
+  VLOG(1) << "fetcher: lookup digest=" << digest
+          << " providers=" << providers->size() << " seconds=" << seconds;
+  return providers;
+}
+
+std::vector<dht::Endpoint> Fetcher::Candidates(
+    std::vector<dht::Endpoint> found) {
+  std::vector<dht::Endpoint> out;
+  for (dht::Endpoint& e : found) {
+    if (options_.self.has_value() && e == *options_.self) continue;
+    if (std::find(out.begin(), out.end(), e) != out.end()) continue;
+    if (IsShunned(e)) continue;
+    out.push_back(std::move(e));
+  }
+  thread_local std::mt19937 rng{std::random_device{}()};
+  std::shuffle(out.begin(), out.end(), rng);
+  return out;
+}
+
+bool Fetcher::IsShunned(const dht::Endpoint& peer) {
+  absl::MutexLock lock(&mu_);
+  auto it = shunned_until_.find(peer);
+  if (it == shunned_until_.end()) return false;
+  if (absl::Now() < it->second) return true;
+  shunned_until_.erase(it);
+  return false;
+}
+
+void Fetcher::Shun(const dht::Endpoint& peer, absl::Duration how_long) {
+  absl::MutexLock lock(&mu_);
+  absl::Time& until = shunned_until_[peer];
+  until = std::max(until, absl::Now() + how_long);
+}
+
+std::shared_ptr<::shoal::peer::v1::Peer::Stub> Fetcher::StubFor(
+    const dht::Endpoint& peer) {
+  absl::MutexLock lock(&mu_);
+  auto it = stubs_.find(peer);
+  if (it != stubs_.end()) return it->second;
+  if (stubs_.size() >= kMaxCachedStubs) {
+    // TODO: dropping every cached channel at once briefly costs a
+    // reconnect per peer; an LRU would keep the busy ones. Only reached
+    // with over a thousand distinct peers.
+    stubs_.clear();
+  }
+  grpc::ChannelArguments args;
+  // A dedicated connection per peer: fills from different peers must not
+  // share one TCP connection's window.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::shared_ptr<::shoal::peer::v1::Peer::Stub> stub =
+      ::shoal::peer::v1::Peer::NewStub(grpc::CreateCustomChannel(
+          peer.ToString(), grpc::InsecureChannelCredentials(), args));
+  stubs_.emplace(peer, stub);
+  return stub;
+}
+
+}  // namespace shoal::plugin

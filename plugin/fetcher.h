@@ -1,0 +1,134 @@
+// Fills ingests from peers: the "fill the ingest" hook of
+// ../shared/docs/containerd-content-proxy.md (§6.2). When containerd starts
+// writing a blob whose digest it named in the ref, the content service asks
+// the Fetcher, while answering the stream's second STAT, to bring the blob in
+// from other nodes: look up its providers in the DHT within the resolve
+// timeout, stream it from one provider into the ingest (hashing as it lands),
+// continue from the current offset with the next provider when one fails,
+// and commit only when the digest matches. A blob that cannot be filled this
+// way is left to containerd's own registry download, with the ingest back at
+// offset 0 as the first STAT reported it (full fills only, see §6.2's
+// "Caveat for partial fills").
+//
+// Thread-safe. Concurrent fills of one digest (two refs, two namespaces)
+// share one download: later callers wait for the first and then find the
+// blob committed.
+#ifndef SHOAL_PLUGIN_FETCHER_H_
+#define SHOAL_PLUGIN_FETCHER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "absl/types/optional.h"
+#include "dht/endpoint.h"
+#include "plugin/node_metrics.h"
+#include "plugin/store.h"
+#include "shoal/peer/v1/peer.grpc.pb.h"
+
+namespace shoal::plugin {
+
+// Who holds a blob. The Advertiser implements it over the DHT; unit tests
+// use a fixed table.
+class ProviderFinder {
+ public:
+  using Callback =
+      std::function<void(absl::StatusOr<std::vector<dht::Endpoint>>)>;
+  virtual ~ProviderFinder() = default;
+  // Looks up the providers of `digest`; `done` runs exactly once, on any
+  // thread, with the providers found (possibly none) or an error,
+  // DEADLINE_EXCEEDED when `deadline` passed first.
+  virtual void FindProviders(const std::string& digest, absl::Duration deadline,
+                             Callback done) = 0;
+};
+
+struct FetcherOptions {
+  // Longest a lookup may take before containerd is left to download the
+  // blob itself. 20 ms, as the reference system's default: a DHT lookup on
+  // a LAN takes about 1 ms per hop, and a miss must cost next to nothing.
+  absl::Duration resolve_timeout = absl::Milliseconds(20);
+  // Providers tried per blob (each continuing where the last stopped)
+  // before giving up on peers.
+  int max_attempts = 4;
+  // How long a peer is skipped after it sent bytes that failed
+  // verification, and after it failed otherwise (refused, broke the stream,
+  // timed out). Corruption is rare and serious; the others are often a
+  // restarting node that will be back shortly.
+  absl::Duration corrupt_shun = absl::Minutes(10);
+  absl::Duration failure_shun = absl::Seconds(30);
+  // A fetch from one peer must finish within fetch_base_timeout plus the
+  // time its remaining bytes take at min_bytes_per_second.
+  // TODO: a peer that stalls without closing the stream holds the fill until
+  // this deadline (10 s + 1 s per 8 MiB); a progress-based timeout would
+  // cut that to seconds.
+  absl::Duration fetch_base_timeout = absl::Seconds(10);
+  int64_t min_bytes_per_second = int64_t{8} << 20;
+  // This node's own endpoint, never fetched from.
+  absl::optional<dht::Endpoint> self;
+};
+
+class Fetcher {
+ public:
+  // `store`, `finder` and `metrics` must outlive the Fetcher.
+  Fetcher(BlobStore* store, ProviderFinder* finder, NodeMetrics* metrics,
+          FetcherOptions options);
+  ~Fetcher();
+  Fetcher(const Fetcher&) = delete;
+  Fetcher& operator=(const Fetcher&) = delete;
+
+  // Brings blob `digest` ("sha256:<hex>") of `size` (> 0) bytes into the
+  // store from peers, receiving it into `writer`, an ingest the caller holds
+  // at offset 0. On success the blob is committed (by this call, which
+  // finishes `writer`, or by a concurrent call for the same digest, which
+  // leaves `writer` untouched) and its info returned. On failure `writer` is
+  // at offset 0 again and the error says why: NOT_FOUND when no peer has
+  // the blob, UNAVAILABLE when every peer tried failed.
+  absl::StatusOr<BlobInfo> Fill(const std::string& digest, int64_t size,
+                                IngestWriter& writer);
+
+  // True while `peer` is skipped because of an earlier failure.
+  bool IsShunned(const dht::Endpoint& peer);
+
+ private:
+  struct InFlight {
+    absl::Notification done;
+  };
+
+  absl::StatusOr<BlobInfo> FillFromPeers(const std::string& digest,
+                                         int64_t size, IngestWriter& writer);
+  absl::StatusOr<std::vector<dht::Endpoint>> Lookup(const std::string& digest);
+  // The providers worth trying: not ourselves, not shunned, in random order
+  // so that load spreads over the nodes holding a popular blob.
+  std::vector<dht::Endpoint> Candidates(std::vector<dht::Endpoint> found);
+  void Shun(const dht::Endpoint& peer, absl::Duration how_long);
+  std::shared_ptr<::shoal::peer::v1::Peer::Stub> StubFor(
+      const dht::Endpoint& peer);
+
+  BlobStore& store_;
+  ProviderFinder& finder_;
+  NodeMetrics& metrics_;
+  const FetcherOptions options_;
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<InFlight>> in_flight_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<dht::Endpoint, absl::Time> shunned_until_
+      ABSL_GUARDED_BY(mu_);
+  // One channel per peer, reused across fills (a new HTTP/2 connection
+  // costs a handshake per blob otherwise). Stubs are thread-safe.
+  absl::flat_hash_map<dht::Endpoint,
+                      std::shared_ptr<::shoal::peer::v1::Peer::Stub>>
+      stubs_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace shoal::plugin
+
+#endif  // SHOAL_PLUGIN_FETCHER_H_

@@ -45,12 +45,21 @@ Fetcher::Fetcher(BlobStore* store, ProviderFinder* finder, NodeMetrics* metrics,
 
 Fetcher::~Fetcher() = default;
 
+void Fetcher::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  for (grpc::ClientContext* ctx : calls_) ctx->TryCancel();
+  LOG(INFO) << "fetcher: shut down, cancelled transfers=" << calls_.size();
+}
+
 absl::StatusOr<BlobInfo> Fetcher::Fill(const std::string& digest, int64_t size,
                                        IngestWriter& writer) {
   std::shared_ptr<InFlight> leader_of;
   std::shared_ptr<InFlight> waiting_for;
   {
     absl::MutexLock lock(&mu_);
+    if (shut_down_) return absl::UnavailableError("fetcher is shut down");
     auto [it, inserted] = in_flight_.try_emplace(digest);
     if (inserted) {
       it->second = std::make_shared<InFlight>();
@@ -107,10 +116,29 @@ absl::StatusOr<BlobInfo> Fetcher::FillFromPeers(const std::string& digest,
         options_.fetch_base_timeout +
         absl::Seconds(static_cast<double>(size - before) /
                       static_cast<double>(options_.min_bytes_per_second));
+    grpc::ClientContext ctx;
+    {
+      absl::MutexLock lock(&mu_);
+      if (shut_down_) {
+        errors.push_back("shutting down");
+        break;
+      }
+      calls_.insert(&ctx);
+    }
     absl::StatusOr<int64_t> got =
-        FetchBlobInto(*StubFor(peer), digest, size, writer, timeout);
+        FetchBlobInto(*StubFor(peer), digest, size, writer, timeout, &ctx);
+    bool stopping;
+    {
+      absl::MutexLock lock(&mu_);
+      calls_.erase(&ctx);
+      stopping = shut_down_;
+    }
     const int64_t received = writer.offset() - before;
     metrics_.peer_received_bytes().Add(static_cast<double>(received));
+    if (stopping && !got.ok()) {
+      errors.push_back("shutting down");
+      break;
+    }
     if (received > 0 && std::find(contributors.begin(), contributors.end(),
                                   peer) == contributors.end()) {
       contributors.push_back(peer);

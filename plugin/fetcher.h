@@ -24,6 +24,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -97,6 +98,11 @@ class Fetcher {
   // True while `peer` is skipped because of an earlier failure.
   bool IsShunned(const dht::Endpoint& peer);
 
+  // Cancels the transfers running now and makes every later Fill fail at
+  // once (UNAVAILABLE), so a daemon shutting down is not held up by a large
+  // blob; the ingests involved go back to offset 0. Idempotent.
+  void Shutdown();
+
  private:
   struct InFlight {
     absl::Notification done;
@@ -118,6 +124,9 @@ class Fetcher {
   const FetcherOptions options_;
 
   absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Calls to peers running now, for Shutdown().
+  absl::flat_hash_set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<InFlight>> in_flight_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<dht::Endpoint, absl::Time> shunned_until_

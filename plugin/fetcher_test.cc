@@ -326,6 +326,29 @@ TEST_F(FetcherTest, OneDownloadForConcurrentFillsOfOneDigest) {
   EXPECT_EQ(ReadLocal(digest), data);
 }
 
+TEST_F(FetcherTest, ShutdownCancelsATransferAndLaterFills) {
+  PeerServiceOptions slow;
+  slow.upload_bytes_per_second = 1 << 20;  // 8 MiB would take 8 s.
+  Peer& peer = AddPeer(slow);
+  std::string data = Pattern(8 << 20, 11);
+  std::string digest = DigestOf(data);
+  Put(*peer.store, data);
+  finder_.Set(digest, {peer.endpoint});
+
+  auto w = *local_->OpenIngest("ns/1/layer-" + digest, data.size());
+  absl::StatusOr<BlobInfo> info;
+  std::thread fill([&] { info = fetcher().Fill(digest, data.size(), *w); });
+  ASSERT_TRUE(WaitUntil([&] { return peer.served() > 0; }));
+  fetcher().Shutdown();
+  fill.join();
+  EXPECT_TRUE(absl::IsUnavailable(info.status())) << info.status();
+  EXPECT_EQ(w->offset(), 0);
+  EXPECT_LT(peer.served(), data.size());
+  EXPECT_TRUE(
+      absl::IsUnavailable(fetcher().Fill(digest, data.size(), *w).status()));
+  EXPECT_FALSE(fetcher().IsShunned(peer.endpoint));  // Not the peer's fault.
+}
+
 // Hook B through the real Write RPC.
 class FillThroughServiceTest : public FetcherTest {
  protected:

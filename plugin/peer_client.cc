@@ -117,8 +117,10 @@ absl::StatusOr<int64_t> FetchBlobInto(pv1::Peer::Stub& stub,
                                       absl::string_view digest,
                                       int64_t expected_size,
                                       IngestWriter& writer,
-                                      absl::Duration timeout) {
-  grpc::ClientContext ctx;
+                                      absl::Duration timeout,
+                                      grpc::ClientContext* call_ctx) {
+  grpc::ClientContext own_ctx;
+  grpc::ClientContext& ctx = call_ctx != nullptr ? *call_ctx : own_ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   pv1::FetchBlobRequest req;
   req.set_digest(std::string(digest));

@@ -23,11 +23,15 @@ namespace shoal::plugin {
 // ingest holds only the bytes that arrived in order; DEADLINE_EXCEEDED;
 // UNAVAILABLE when the connection fails. On any error the ingest keeps what
 // arrived, so another peer can continue from writer.offset().
+// `ctx`, when given, is used for the call (so another thread can
+// TryCancel() it; the call then fails with UNAVAILABLE or CANCELLED) and
+// must be fresh; the deadline is set here.
 absl::StatusOr<int64_t> FetchBlobInto(::shoal::peer::v1::Peer::Stub& stub,
                                       absl::string_view digest,
                                       int64_t expected_size,
                                       IngestWriter& writer,
-                                      absl::Duration timeout);
+                                      absl::Duration timeout,
+                                      grpc::ClientContext* ctx = nullptr);
 
 }  // namespace shoal::plugin
 

@@ -359,6 +359,9 @@ int main(int argc, char** argv) {
   sigwait(&stop, &sig);
   LOG(INFO) << "shoald: stopping signal=" << strsignal(sig);
   const absl::Duration grace = absl::Seconds(FLAGS_shutdown_grace_seconds);
+  // Peer transfers first: a STAT waiting on one would hold the content
+  // server's shutdown for as long as the blob takes.
+  if (fetcher != nullptr) fetcher->Shutdown();
   (*server)->Shutdown(grace);
   server->reset();
   if (peer_server != nullptr) {

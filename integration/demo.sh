@@ -32,6 +32,13 @@ source "$(shoal__find_lib)"
 SHOAL_CONTAINERD_LOG_LEVEL=${SHOAL_CONTAINERD_LOG_LEVEL:-info}
 say() { printf '%s\n' "$*"; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
+# human BYTES: 0 B, 1.0 KiB, 33.9 MiB
+human() {
+  awk -v b="$1" 'BEGIN {
+    if (b < 1024) printf "%d B", b
+    else if (b < 1048576) printf "%.1f KiB", b / 1024
+    else printf "%.1f MiB", b / 1048576 }'
+}
 secs() { awk -v ms="$1" 'BEGIN {printf "%.2f s", ms / 1000}'; }
 NODES=(n1 n2 n3)
 
@@ -113,27 +120,30 @@ done
 
 say ""
 say "Per node (image: $(image_blobs demo | wc -l) blobs, $(mib "$TOTAL")):"
-printf '  %-4s %-10s %-10s %-22s %-14s %-14s %s\n' node address "pull" "from registry" "from peers" "served peers" "filled by (blobs)"
+printf '  %-4s %-10s %-10s %-22s %-14s %-14s %s\n' node address "pull" "from registry" "from peers" "served peers" "filled from (blobs)"
 for n in "${NODES[@]}"; do
   peers=n/a reg_m=n/a served=n/a by=-
   if [[ $SHOAL_STORE == shoal ]]; then
     peers=$(metric_or "$n" shoal_peer_received_bytes_total)
     reg_m=$(metric_or "$n" shoal_upstream_written_bytes_total)
     served=$(metric_or "$n" shoal_peer_served_bytes_total)
-    [[ $peers == n/a ]] || peers=$(mib "$peers")
-    [[ $served == n/a ]] || served=$(mib "$served")
+    [[ $peers == n/a ]] || peers=$(human "$peers")
+    [[ $served == n/a ]] || served=$(human "$served")
     by=$(filled_lines "$n" | sed -nE 's/.* from=([^ ]+).*/\1/p' | sort | uniq -c |
-      while read -r c ep; do printf '%s (%s) ' "$(node_of_endpoint "$ep")" "$c"; done)
+      while read -r c ep; do printf '%s (%s), ' "$(node_of_endpoint "$ep")" "$c"; done)
+    by=${by%, }
     by=${by:--}
   fi
-  reg="$(mib "${REG_BYTES[$n]}") (${REG_BLOBS[$n]})"
+  reg="$(human "${REG_BYTES[$n]}") (${REG_BLOBS[$n]})"
   [[ $reg_m == n/a || $reg_m == "${REG_BYTES[$n]}" ]] ||
-    reg+=" [metric: $(mib "$reg_m")]"
+    reg+=" [metric: $(human "$reg_m")]"
   printf '  %-4s %-10s %-10s %-22s %-14s %-14s %s\n' "$n" "${NODE_IP[$n]}" "$(secs "${PULL_TIME[$n]}")" \
     "$reg" "$peers" "$served" "$by"
 done
-say "  (from registry: bytes of the blobs the registry served during that pull, (count); from peers and"
-say "   served peers: shoald's metrics; filled by: shoald's 'fetcher: filled ... from=' log lines)"
+say "  pull: ctr images pull with unpack; from registry: the blobs the registry served during that pull"
+say "  (count); from peers, served peers: shoald's metrics shoal_peer_received_bytes_total and"
+say "  shoal_peer_served_bytes_total (served: to the later pulls too); filled from: the peers named in"
+say "  shoald's 'fetcher: filled ... from=' log lines"
 say ""
 
 for n in "${NODES[@]}"; do node_stop "$n"; done

@@ -48,6 +48,10 @@ PeerService::PeerService(BlobStore* store, PeerServiceOptions options,
 
 PeerService::~PeerService() = default;
 
+void PeerService::PrepareShutdown() {
+  if (limiter_ != nullptr) limiter_->Stop();
+}
+
 void PeerService::OnChunk(char* data, size_t n) {
   metrics_->peer_served_bytes().Add(static_cast<double>(n));
   if (options_.corrupt_uploads && n > 0) {

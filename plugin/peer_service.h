@@ -50,6 +50,10 @@ class PeerService final
   grpc::ServerWriteReactor<grpc::ByteBuffer>* FetchBlob(
       grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req) override;
 
+  // Lifts the upload cap so that paced streams finish (or fail) at once;
+  // call before shutting the gRPC server down.
+  void PrepareShutdown();
+
   // Streams open now for client `host` (for tests and metrics).
   int ActiveStreams(const std::string& host);
 

@@ -365,6 +365,7 @@ int main(int argc, char** argv) {
   (*server)->Shutdown(grace);
   server->reset();
   if (peer_server != nullptr) {
+    peer_service->PrepareShutdown();
     peer_server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
     peer_server->Wait();
   }

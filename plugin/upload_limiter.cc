@@ -18,12 +18,14 @@ UploadLimiter::UploadLimiter(int64_t bytes_per_second, int64_t burst_bytes)
 }
 
 UploadLimiter::~UploadLimiter() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-    cv_.Signal();
-  }
+  Stop();
   thread_.join();
+}
+
+void UploadLimiter::Stop() {
+  absl::MutexLock lock(&mu_);
+  stop_ = true;
+  cv_.Signal();
 }
 
 absl::Duration UploadLimiter::Reserve(size_t n, absl::Time now) {
@@ -38,13 +40,15 @@ absl::Duration UploadLimiter::Reserve(size_t n, absl::Time now) {
 void UploadLimiter::Pace(size_t n, std::function<void()> send) {
   absl::Time now = absl::Now();
   absl::Duration wait = Reserve(n, now);
-  if (wait <= absl::ZeroDuration()) {
-    send();
-    return;
+  {
+    absl::MutexLock lock(&mu_);
+    if (wait > absl::ZeroDuration() && !stop_) {
+      waiting_.emplace(now + wait, std::move(send));
+      cv_.Signal();
+      return;
+    }
   }
-  absl::MutexLock lock(&mu_);
-  waiting_.emplace(now + wait, std::move(send));
-  cv_.Signal();
+  send();
 }
 
 void UploadLimiter::Run() {

@@ -21,8 +21,7 @@ class UploadLimiter {
   // At most `bytes_per_second` (> 0) on average, with bursts of up to
   // `burst_bytes` (> 0) sent at once.
   UploadLimiter(int64_t bytes_per_second, int64_t burst_bytes);
-  // Runs every send still waiting (they fail fast on a server that is
-  // shutting down), then stops the thread.
+  // Stop(), then joins the thread.
   ~UploadLimiter();
   UploadLimiter(const UploadLimiter&) = delete;
   UploadLimiter& operator=(const UploadLimiter&) = delete;
@@ -30,6 +29,11 @@ class UploadLimiter {
   // Runs `send` once `n` more bytes fit under the cap: at once on this
   // thread when they do now, else later on the limiter's thread.
   void Pace(size_t n, std::function<void()> send);
+
+  // Lifts the cap for good: every waiting send runs now and later ones at
+  // once, so a server shutting down is not held up by paced streams (their
+  // writes then fail fast). Idempotent.
+  void Stop();
 
   // How long a send of `n` bytes asked for now would wait, and reserves it.
   // Exposed for tests.

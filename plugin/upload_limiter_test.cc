@@ -60,5 +60,18 @@ TEST(UploadLimiterTest, DestructorRunsWaitingSends) {
   EXPECT_TRUE(ran.HasBeenNotified());
 }
 
+TEST(UploadLimiterTest, StopRunsWaitingSendsAndLiftsTheCap) {
+  UploadLimiter limiter(1, 1);
+  absl::Notification waited;
+  limiter.Pace(1, [] {});
+  limiter.Pace(1000, [&] { waited.Notify(); });
+  EXPECT_FALSE(waited.HasBeenNotified());
+  limiter.Stop();
+  EXPECT_TRUE(waited.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  bool ran = false;
+  limiter.Pace(1 << 20, [&] { ran = true; });
+  EXPECT_TRUE(ran);  // At once, on this thread.
+}
+
 }  // namespace
 }  // namespace shoal::plugin

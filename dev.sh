@@ -74,6 +74,7 @@ cmd_bench() {
   build_daemon
   SHOALD=$PWD/bazel-bin/plugin/shoald SHOAL_HEALTH_PROBE=$PWD/bazel-bin/plugin/shoal_health_probe \
     integration/bench_pull.sh
+  SHOALD=$PWD/bazel-bin/plugin/shoald SHOAL_HEALTH_PROBE=$PWD/bazel-bin/plugin/shoal_health_probe integration/bench_p2p.sh
 }
 
 cmd_test() {

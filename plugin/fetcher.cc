@@ -25,10 +25,17 @@ FetchFailure Classify(const absl::Status& st) {
       return FetchFailure::kTimeout;
     case absl::StatusCode::kDataLoss:
       return FetchFailure::kProtocol;
+    case absl::StatusCode::kResourceExhausted:
+      return FetchFailure::kBusy;
     default:
       return FetchFailure::kOther;
   }
 }
+
+// Waits between retries of a busy peer: short at first, since a stream
+// slot frees up as soon as any transfer from that peer ends.
+constexpr absl::Duration kBusyBackoffStart = absl::Milliseconds(20);
+constexpr absl::Duration kBusyBackoffMax = absl::Milliseconds(500);
 
 // Peers we keep a channel to; past this the cache starts over (a node talks
 // to at most the nodes of its cluster, so this is only a bound on a leak).
@@ -49,6 +56,7 @@ void Fetcher::Shutdown() {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return;
   shut_down_ = true;
+  streams_cv_.SignalAll();
   for (grpc::ClientContext* ctx : calls_) ctx->TryCancel();
   LOG(INFO) << "fetcher: shut down, cancelled transfers=" << calls_.size();
 }
@@ -106,6 +114,9 @@ absl::StatusOr<BlobInfo> Fetcher::FillFromPeers(const std::string& digest,
   std::vector<dht::Endpoint> contributors;
   std::vector<std::string> errors;
   int attempts = 0;
+  // Time spent waiting for busy peers, and the next wait.
+  absl::Duration busy_waited;
+  absl::Duration backoff = kBusyBackoffStart;
   for (size_t i = 0; i < candidates.size() && attempts < options_.max_attempts;
        ++i) {
     const dht::Endpoint& peer = candidates[i];
@@ -117,21 +128,28 @@ absl::StatusOr<BlobInfo> Fetcher::FillFromPeers(const std::string& digest,
         absl::Seconds(static_cast<double>(size - before) /
                       static_cast<double>(options_.min_bytes_per_second));
     grpc::ClientContext ctx;
-    {
-      absl::MutexLock lock(&mu_);
-      if (shut_down_) {
-        errors.push_back("shutting down");
-        break;
-      }
-      calls_.insert(&ctx);
+    if (!AcquireStream(peer, &ctx)) {
+      errors.push_back("shutting down");
+      break;
     }
     absl::StatusOr<int64_t> got =
         FetchBlobInto(*StubFor(peer), digest, size, writer, timeout, &ctx);
-    bool stopping;
-    {
-      absl::MutexLock lock(&mu_);
-      calls_.erase(&ctx);
-      stopping = shut_down_;
+    bool stopping = ReleaseStream(peer, &ctx);
+    if (absl::IsResourceExhausted(got.status()) &&
+        busy_waited < options_.busy_wait_budget && !stopping) {
+      // The peer serves as many streams to this address as it allows (other
+      // clients behind the same address, or another of our fills). Not a
+      // fault: wait a little and ask the same peer again.
+      metrics_.RecordFetchFailure(FetchFailure::kBusy);
+      VLOG(1) << "fetcher: peer busy digest=" << digest
+              << " peer=" << peer.ToString()
+              << " retry_in=" << absl::FormatDuration(backoff);
+      absl::SleepFor(backoff);
+      busy_waited += backoff;
+      backoff = std::min(backoff * 2, kBusyBackoffMax);
+      --attempts;
+      --i;
+      continue;
     }
     const int64_t received = writer.offset() - before;
     metrics_.peer_received_bytes().Add(static_cast<double>(received));
@@ -146,7 +164,9 @@ absl::StatusOr<BlobInfo> Fetcher::FillFromPeers(const std::string& digest,
     if (!got.ok()) {
       FetchFailure reason = Classify(got.status());
       metrics_.RecordFetchFailure(reason);
-      if (reason != FetchFailure::kNotFound) {
+      // A stale record or a peer still busy after the wait budget is no
+      // reason to avoid the peer for other blobs.
+      if (reason != FetchFailure::kNotFound && reason != FetchFailure::kBusy) {
         Shun(peer, options_.failure_shun);
       }
       errors.push_back(
@@ -261,6 +281,28 @@ std::vector<dht::Endpoint> Fetcher::Candidates(
   thread_local std::mt19937 rng{std::random_device{}()};
   std::shuffle(out.begin(), out.end(), rng);
   return out;
+}
+
+bool Fetcher::AcquireStream(const dht::Endpoint& peer,
+                            grpc::ClientContext* ctx) {
+  absl::MutexLock lock(&mu_);
+  while (!shut_down_ && streams_[peer] >= options_.max_streams_per_peer) {
+    streams_cv_.Wait(&mu_);
+  }
+  if (shut_down_) return false;
+  ++streams_[peer];
+  calls_.insert(ctx);
+  return true;
+}
+
+bool Fetcher::ReleaseStream(const dht::Endpoint& peer,
+                            grpc::ClientContext* ctx) {
+  absl::MutexLock lock(&mu_);
+  calls_.erase(ctx);
+  auto it = streams_.find(peer);
+  if (--it->second == 0) streams_.erase(it);
+  streams_cv_.SignalAll();
+  return shut_down_;
 }
 
 bool Fetcher::IsShunned(const dht::Endpoint& peer) {

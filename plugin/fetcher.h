@@ -59,6 +59,15 @@ struct FetcherOptions {
   // Providers tried per blob (each continuing where the last stopped)
   // before giving up on peers.
   int max_attempts = 4;
+  // Streams this node opens to one peer at once, at most what the peer
+  // service allows per client (its --peer_max_streams_per_client, 4 by
+  // default). containerd pulls every layer of an image at once; fills past
+  // this wait for a stream to end.
+  int max_streams_per_peer = 4;
+  // How long a fill keeps retrying a peer that answers RESOURCE_EXHAUSTED
+  // (its streams for our address are all taken, e.g. by other nodes behind
+  // one NAT address) before trying the next provider.
+  absl::Duration busy_wait_budget = absl::Seconds(10);
   // How long a peer is skipped after it sent bytes that failed
   // verification, and after it failed otherwise (refused, broke the stream,
   // timed out). Corruption is rare and serious; the others are often a
@@ -115,6 +124,11 @@ class Fetcher {
   // so that load spreads over the nodes holding a popular blob.
   std::vector<dht::Endpoint> Candidates(std::vector<dht::Endpoint> found);
   void Shun(const dht::Endpoint& peer, absl::Duration how_long);
+  // Takes one of `peer`'s stream slots for the call `ctx`, waiting for one
+  // to free up; false when shutting down.
+  bool AcquireStream(const dht::Endpoint& peer, grpc::ClientContext* ctx);
+  // Gives the slot back; returns whether the Fetcher is shutting down.
+  bool ReleaseStream(const dht::Endpoint& peer, grpc::ClientContext* ctx);
   std::shared_ptr<::shoal::peer::v1::Peer::Stub> StubFor(
       const dht::Endpoint& peer);
 
@@ -127,6 +141,9 @@ class Fetcher {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   // Calls to peers running now, for Shutdown().
   absl::flat_hash_set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);
+  // Streams open to each peer, and the signal that one ended.
+  absl::flat_hash_map<dht::Endpoint, int> streams_ ABSL_GUARDED_BY(mu_);
+  absl::CondVar streams_cv_;
   absl::flat_hash_map<std::string, std::shared_ptr<InFlight>> in_flight_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<dht::Endpoint, absl::Time> shunned_until_

@@ -349,6 +349,78 @@ TEST_F(FetcherTest, ShutdownCancelsATransferAndLaterFills) {
   EXPECT_FALSE(fetcher().IsShunned(peer.endpoint));  // Not the peer's fault.
 }
 
+TEST_F(FetcherTest, BusyPeerIsRetriedNotShunned) {
+  // The peer allows one stream per client address; three layers of one
+  // image are filled at once, as containerd pulls them.
+  PeerServiceOptions strict;
+  strict.max_streams_per_peer = 1;
+  strict.upload_bytes_per_second = 16 << 20;
+  Peer& peer = AddPeer(strict);
+  constexpr int kBlobs = 3;
+  std::vector<std::string> data, digests;
+  for (int i = 0; i < kBlobs; ++i) {
+    data.push_back(Pattern(2 << 20, 20 + i));
+    digests.push_back(DigestOf(data.back()));
+    Put(*peer.store, data.back());
+    finder_.Set(digests.back(), {peer.endpoint});
+  }
+  std::vector<std::unique_ptr<IngestWriter>> writers;
+  for (int i = 0; i < kBlobs; ++i) {
+    writers.push_back(*local_->OpenIngest(
+        absl::StrCat("ns/1/layer-", digests[i]), data[i].size()));
+  }
+  std::vector<absl::StatusOr<BlobInfo>> results(kBlobs);
+  std::vector<std::thread> fills;
+  for (int i = 0; i < kBlobs; ++i) {
+    fills.emplace_back([&, i] {
+      results[i] = fetcher().Fill(digests[i], data[i].size(), *writers[i]);
+    });
+  }
+  for (auto& t : fills) t.join();
+  for (int i = 0; i < kBlobs; ++i) {
+    ASSERT_TRUE(results[i].ok()) << results[i].status();
+    EXPECT_EQ(ReadLocal(digests[i]), data[i]);
+  }
+  EXPECT_FALSE(fetcher().IsShunned(peer.endpoint));
+  EXPECT_GE(Failures("busy"), 1);
+  EXPECT_EQ(Failures("other"), 0);
+}
+
+TEST_F(FetcherTest, OwnStreamsPerPeerAreCapped) {
+  // With this node's own cap at the peer's, no request is ever refused.
+  PeerServiceOptions strict;
+  strict.max_streams_per_peer = 2;
+  strict.upload_bytes_per_second = 16 << 20;
+  Peer& peer = AddPeer(strict);
+  options_.max_streams_per_peer = 2;
+  constexpr int kBlobs = 5;
+  std::vector<std::string> data, digests;
+  for (int i = 0; i < kBlobs; ++i) {
+    data.push_back(Pattern(1 << 20, 40 + i));
+    digests.push_back(DigestOf(data.back()));
+    Put(*peer.store, data.back());
+    finder_.Set(digests.back(), {peer.endpoint});
+  }
+  std::vector<std::unique_ptr<IngestWriter>> writers;
+  for (int i = 0; i < kBlobs; ++i) {
+    writers.push_back(*local_->OpenIngest(
+        absl::StrCat("ns/1/layer-", digests[i]), data[i].size()));
+  }
+  std::vector<absl::StatusOr<BlobInfo>> results(kBlobs);
+  std::vector<std::thread> fills;
+  for (int i = 0; i < kBlobs; ++i) {
+    fills.emplace_back([&, i] {
+      results[i] = fetcher().Fill(digests[i], data[i].size(), *writers[i]);
+    });
+  }
+  for (auto& t : fills) t.join();
+  for (int i = 0; i < kBlobs; ++i) {
+    ASSERT_TRUE(results[i].ok()) << results[i].status();
+  }
+  EXPECT_EQ(Failures("busy"), 0);
+  EXPECT_EQ(peer.served(), kBlobs * (1 << 20));
+}
+
 // Hook B through the real Write RPC.
 class FillThroughServiceTest : public FetcherTest {
  protected:
@@ -357,9 +429,12 @@ class FillThroughServiceTest : public FetcherTest {
     service_ = std::make_unique<ContentService>(local_.get(), nullptr,
                                                 &fetcher(), metrics_.get());
     grpc::ServerBuilder builder;
-    // Unix socket paths are short (108 bytes); TEST_TMPDIR is not.
-    std::string socket =
-        absl::StrCat("/tmp/shoal-fetcher-test-", getpid(), ".sock");
+    // Unix socket paths are short (108 bytes); TEST_TMPDIR is not. PIDs
+    // repeat across sandboxed runs, so the directory is made unique.
+    char dir[] = "/tmp/shoal-fetcher-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    socket_dir_ = dir;
+    std::string socket = socket_dir_ + "/content.sock";
     builder.AddListeningPort("unix:" + socket,
                              grpc::InsecureServerCredentials());
     builder.RegisterService(service_.get());
@@ -370,6 +445,7 @@ class FillThroughServiceTest : public FetcherTest {
   }
   void TearDown() override {
     server_->Shutdown();
+    RemoveTree(socket_dir_).IgnoreError();
     FetcherTest::TearDown();
   }
 
@@ -394,6 +470,7 @@ class FillThroughServiceTest : public FetcherTest {
     return resp;
   }
 
+  std::string socket_dir_;
   std::unique_ptr<ContentService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<cv1::Content::Stub> stub_;

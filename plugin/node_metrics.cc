@@ -10,7 +10,8 @@ constexpr absl::string_view kLookupOutcomes[] = {"found", "not_found",
 constexpr FetchFailure kFetchFailures[] = {
     FetchFailure::kUnavailable, FetchFailure::kCorrupt,
     FetchFailure::kNotFound,    FetchFailure::kTimeout,
-    FetchFailure::kProtocol,    FetchFailure::kOther};
+    FetchFailure::kProtocol,    FetchFailure::kBusy,
+    FetchFailure::kOther};
 
 }  // namespace
 
@@ -26,6 +27,8 @@ absl::string_view FetchFailureName(FetchFailure reason) {
       return "timeout";
     case FetchFailure::kProtocol:
       return "protocol";
+    case FetchFailure::kBusy:
+      return "busy";
     case FetchFailure::kOther:
       return "other";
   }

@@ -21,7 +21,8 @@ enum class FetchFailure {
   kNotFound,     // the peer no longer has the blob (a stale record)
   kTimeout,      // the fetch did not finish within its deadline
   kProtocol,     // wrong size, gaps, too much data
-  kOther,        // anything else (busy peer, local disk error)
+  kBusy,         // the peer's stream slots for us were all taken
+  kOther,        // anything else (local disk error, ...)
 };
 
 class NodeMetrics {
@@ -53,7 +54,7 @@ class NodeMetrics {
   Counter* served_corrupted_;
   Counter* lookups_[4];
   Histogram* lookup_seconds_;
-  Counter* fetch_failures_[6];
+  Counter* fetch_failures_[7];
 };
 
 // Label value of `reason` ("unavailable", "corrupt", ...).

@@ -48,16 +48,40 @@ Fetcher::Fetcher(BlobStore* store, ProviderFinder* finder, NodeMetrics* metrics,
     : store_(*store),
       finder_(*finder),
       metrics_(*metrics),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      watchdog_([this] { WatchStalls(); }) {}
 
-Fetcher::~Fetcher() = default;
+Fetcher::~Fetcher() {
+  Shutdown();
+  watchdog_.join();
+}
+
+void Fetcher::WatchStalls() {
+  absl::MutexLock lock(&mu_);
+  while (!shut_down_) {
+    // Wakes early only for Shutdown(), which signals streams_cv_.
+    streams_cv_.WaitWithTimeout(&mu_, options_.stall_timeout / 4);
+    const absl::Time now = absl::Now();
+    for (Call* call : calls_) {
+      int64_t received = call->received.load(std::memory_order_relaxed);
+      if (received != call->seen) {
+        call->seen = received;
+        call->last_progress = now;
+      } else if (!call->stalled &&
+                 now - call->last_progress >= options_.stall_timeout) {
+        call->stalled = true;
+        call->ctx.TryCancel();
+      }
+    }
+  }
+}
 
 void Fetcher::Shutdown() {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return;
   shut_down_ = true;
   streams_cv_.SignalAll();
-  for (grpc::ClientContext* ctx : calls_) ctx->TryCancel();
+  for (Call* call : calls_) call->ctx.TryCancel();
   LOG(INFO) << "fetcher: shut down, cancelled transfers=" << calls_.size();
 }
 
@@ -127,14 +151,19 @@ absl::StatusOr<BlobInfo> Fetcher::FillFromPeers(const std::string& digest,
         options_.fetch_base_timeout +
         absl::Seconds(static_cast<double>(size - before) /
                       static_cast<double>(options_.min_bytes_per_second));
-    grpc::ClientContext ctx;
-    if (!AcquireStream(peer, &ctx)) {
+    Call call;
+    if (!AcquireStream(peer, &call)) {
       errors.push_back("shutting down");
       break;
     }
     absl::StatusOr<int64_t> got =
-        FetchBlobInto(*StubFor(peer), digest, size, writer, timeout, &ctx);
-    bool stopping = ReleaseStream(peer, &ctx);
+        FetchBlobInto(*StubFor(peer), digest, size, writer, timeout, &call.ctx,
+                      &call.received);
+    bool stopping = ReleaseStream(peer, &call);
+    if (call.stalled && !got.ok()) {
+      got = absl::DeadlineExceededError(absl::StrCat(
+          "no data for ", absl::FormatDuration(options_.stall_timeout)));
+    }
     if (absl::IsResourceExhausted(got.status()) &&
         busy_waited < options_.busy_wait_budget && !stopping) {
       // The peer serves as many streams to this address as it allows (other
@@ -283,22 +312,21 @@ std::vector<dht::Endpoint> Fetcher::Candidates(
   return out;
 }
 
-bool Fetcher::AcquireStream(const dht::Endpoint& peer,
-                            grpc::ClientContext* ctx) {
+bool Fetcher::AcquireStream(const dht::Endpoint& peer, Call* call) {
   absl::MutexLock lock(&mu_);
   while (!shut_down_ && streams_[peer] >= options_.max_streams_per_peer) {
     streams_cv_.Wait(&mu_);
   }
   if (shut_down_) return false;
   ++streams_[peer];
-  calls_.insert(ctx);
+  call->last_progress = absl::Now();
+  calls_.insert(call);
   return true;
 }
 
-bool Fetcher::ReleaseStream(const dht::Endpoint& peer,
-                            grpc::ClientContext* ctx) {
+bool Fetcher::ReleaseStream(const dht::Endpoint& peer, Call* call) {
   absl::MutexLock lock(&mu_);
-  calls_.erase(ctx);
+  calls_.erase(call);
   auto it = streams_.find(peer);
   if (--it->second == 0) streams_.erase(it);
   streams_cv_.SignalAll();

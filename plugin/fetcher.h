@@ -16,10 +16,12 @@
 #ifndef SHOAL_PLUGIN_FETCHER_H_
 #define SHOAL_PLUGIN_FETCHER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -74,13 +76,17 @@ struct FetcherOptions {
   // restarting node that will be back shortly.
   absl::Duration corrupt_shun = absl::Minutes(10);
   absl::Duration failure_shun = absl::Seconds(30);
-  // A fetch from one peer must finish within fetch_base_timeout plus the
-  // time its remaining bytes take at min_bytes_per_second.
-  // TODO: a peer that stalls without closing the stream holds the fill until
-  // this deadline (10 s + 1 s per 8 MiB); a progress-based timeout would
-  // cut that to seconds.
-  absl::Duration fetch_base_timeout = absl::Seconds(10);
-  int64_t min_bytes_per_second = int64_t{8} << 20;
+  // A transfer from one peer that receives nothing for this long is
+  // cancelled and the next provider continues: a peer that died without
+  // closing its connection (power loss, partition) or whose disk hangs.
+  // 10 s is many chunks' time at any sane upload cap; the check runs every
+  // stall_timeout / 4.
+  absl::Duration stall_timeout = absl::Seconds(10);
+  // And it must finish within fetch_base_timeout plus the time its
+  // remaining bytes take at min_bytes_per_second: a peer trickling bytes
+  // just fast enough to dodge the stall check is dropped too.
+  absl::Duration fetch_base_timeout = absl::Seconds(30);
+  int64_t min_bytes_per_second = int64_t{1} << 20;
   // This node's own endpoint, never fetched from.
   absl::optional<dht::Endpoint> self;
 };
@@ -116,6 +122,15 @@ class Fetcher {
   struct InFlight {
     absl::Notification done;
   };
+  // A transfer from one peer, as the stall watchdog sees it.
+  struct Call {
+    grpc::ClientContext ctx;
+    std::atomic<int64_t> received{0};
+    // Watchdog's view, under mu_.
+    int64_t seen = 0;
+    absl::Time last_progress;
+    bool stalled = false;
+  };
 
   absl::StatusOr<BlobInfo> FillFromPeers(const std::string& digest,
                                          int64_t size, IngestWriter& writer);
@@ -124,11 +139,13 @@ class Fetcher {
   // so that load spreads over the nodes holding a popular blob.
   std::vector<dht::Endpoint> Candidates(std::vector<dht::Endpoint> found);
   void Shun(const dht::Endpoint& peer, absl::Duration how_long);
-  // Takes one of `peer`'s stream slots for the call `ctx`, waiting for one
-  // to free up; false when shutting down.
-  bool AcquireStream(const dht::Endpoint& peer, grpc::ClientContext* ctx);
+  // Takes one of `peer`'s stream slots for `call`, waiting for one to free
+  // up, and shows the call to the watchdog; false when shutting down.
+  bool AcquireStream(const dht::Endpoint& peer, Call* call);
   // Gives the slot back; returns whether the Fetcher is shutting down.
-  bool ReleaseStream(const dht::Endpoint& peer, grpc::ClientContext* ctx);
+  bool ReleaseStream(const dht::Endpoint& peer, Call* call);
+  // The watchdog thread: cancels calls without progress for stall_timeout.
+  void WatchStalls();
   std::shared_ptr<::shoal::peer::v1::Peer::Stub> StubFor(
       const dht::Endpoint& peer);
 
@@ -139,8 +156,8 @@ class Fetcher {
 
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
-  // Calls to peers running now, for Shutdown().
-  absl::flat_hash_set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);
+  // Calls to peers running now, for Shutdown() and the watchdog.
+  absl::flat_hash_set<Call*> calls_ ABSL_GUARDED_BY(mu_);
   // Streams open to each peer, and the signal that one ended.
   absl::flat_hash_map<dht::Endpoint, int> streams_ ABSL_GUARDED_BY(mu_);
   absl::CondVar streams_cv_;
@@ -153,6 +170,7 @@ class Fetcher {
   absl::flat_hash_map<dht::Endpoint,
                       std::shared_ptr<::shoal::peer::v1::Peer::Stub>>
       stubs_ ABSL_GUARDED_BY(mu_);
+  std::thread watchdog_;  // Last: starts after the members it uses.
 };
 
 }  // namespace shoal::plugin

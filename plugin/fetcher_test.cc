@@ -283,7 +283,8 @@ TEST_F(FetcherTest, ContinuesWithTheNextPeerWhenOneDiesMidStream) {
 
   auto w = *local_->OpenIngest("ns/1/layer-" + digest, data.size());
   absl::StatusOr<BlobInfo> info;
-  std::thread fill([&] { info = fetcher().Fill(digest, data.size(), *w); });
+  Fetcher& f = fetcher();  // Made before the thread shares it.
+  std::thread fill([&] { info = f.Fill(digest, data.size(), *w); });
   Peer* first = nullptr;
   ASSERT_TRUE(WaitUntil([&] {
     first = a.served() > 0 ? &a : b.served() > 0 ? &b : nullptr;
@@ -312,6 +313,7 @@ TEST_F(FetcherTest, OneDownloadForConcurrentFillsOfOneDigest) {
   auto w1 = *local_->OpenIngest("ns1/1/layer-" + digest, data.size());
   auto w2 = *local_->OpenIngest("ns2/7/layer-" + digest, data.size());
   absl::StatusOr<BlobInfo> first, second;
+  fetcher();  // Made once, before the threads share it.
   std::thread t1([&] { first = fetcher().Fill(digest, data.size(), *w1); });
   ASSERT_TRUE(WaitUntil([&] { return peer.served() > 0; }));
   std::thread t2([&] { second = fetcher().Fill(digest, data.size(), *w2); });
@@ -337,7 +339,8 @@ TEST_F(FetcherTest, ShutdownCancelsATransferAndLaterFills) {
 
   auto w = *local_->OpenIngest("ns/1/layer-" + digest, data.size());
   absl::StatusOr<BlobInfo> info;
-  std::thread fill([&] { info = fetcher().Fill(digest, data.size(), *w); });
+  Fetcher& f = fetcher();  // Made before the thread shares it.
+  std::thread fill([&] { info = f.Fill(digest, data.size(), *w); });
   ASSERT_TRUE(WaitUntil([&] { return peer.served() > 0; }));
   fetcher().Shutdown();
   fill.join();
@@ -371,9 +374,10 @@ TEST_F(FetcherTest, BusyPeerIsRetriedNotShunned) {
   }
   std::vector<absl::StatusOr<BlobInfo>> results(kBlobs);
   std::vector<std::thread> fills;
+  Fetcher& f = fetcher();  // Made once, before the threads share it.
   for (int i = 0; i < kBlobs; ++i) {
     fills.emplace_back([&, i] {
-      results[i] = fetcher().Fill(digests[i], data[i].size(), *writers[i]);
+      results[i] = f.Fill(digests[i], data[i].size(), *writers[i]);
     });
   }
   for (auto& t : fills) t.join();
@@ -408,9 +412,10 @@ TEST_F(FetcherTest, OwnStreamsPerPeerAreCapped) {
   }
   std::vector<absl::StatusOr<BlobInfo>> results(kBlobs);
   std::vector<std::thread> fills;
+  Fetcher& f = fetcher();  // Made once, before the threads share it.
   for (int i = 0; i < kBlobs; ++i) {
     fills.emplace_back([&, i] {
-      results[i] = fetcher().Fill(digests[i], data[i].size(), *writers[i]);
+      results[i] = f.Fill(digests[i], data[i].size(), *writers[i]);
     });
   }
   for (auto& t : fills) t.join();
@@ -419,6 +424,35 @@ TEST_F(FetcherTest, OwnStreamsPerPeerAreCapped) {
   }
   EXPECT_EQ(Failures("busy"), 0);
   EXPECT_EQ(peer.served(), kBlobs * (1 << 20));
+}
+
+TEST_F(FetcherTest, StalledPeerIsCancelledAndShunned) {
+  // The cap lets the first two chunks go at once (the limiter's burst);
+  // the third would wait 8 s.
+  PeerServiceOptions trickle;
+  trickle.upload_bytes_per_second = 128 << 10;
+  Peer& slow = AddPeer(trickle);
+  std::string data = Pattern(4 << 20, 12);
+  std::string digest = DigestOf(data);
+  Put(*slow.store, data);
+  finder_.Set(digest, {slow.endpoint});
+  options_.stall_timeout = absl::Milliseconds(400);
+
+  auto w = *local_->OpenIngest("ns/1/layer-" + digest, data.size());
+  absl::StatusOr<BlobInfo> info = fetcher().Fill(digest, data.size(), *w);
+  EXPECT_TRUE(absl::IsUnavailable(info.status())) << info.status();
+  EXPECT_EQ(w->offset(), 0);
+  EXPECT_EQ(Failures("timeout"), 1);
+  EXPECT_TRUE(fetcher().IsShunned(slow.endpoint));
+  EXPECT_LT(slow.served(), data.size());
+
+  // A healthy peer serves the blob after all.
+  Peer& fast = AddPeer();
+  Put(*fast.store, data);
+  finder_.Set(digest, {slow.endpoint, fast.endpoint});
+  info = fetcher().Fill(digest, data.size(), *w);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(ReadLocal(digest), data);
 }
 
 // Hook B through the real Write RPC.

@@ -113,12 +113,10 @@ class AppendPipeline {
 
 }  // namespace
 
-absl::StatusOr<int64_t> FetchBlobInto(pv1::Peer::Stub& stub,
-                                      absl::string_view digest,
-                                      int64_t expected_size,
-                                      IngestWriter& writer,
-                                      absl::Duration timeout,
-                                      grpc::ClientContext* call_ctx) {
+absl::StatusOr<int64_t> FetchBlobInto(
+    pv1::Peer::Stub& stub, absl::string_view digest, int64_t expected_size,
+    IngestWriter& writer, absl::Duration timeout, grpc::ClientContext* call_ctx,
+    std::atomic<int64_t>* received) {
   grpc::ClientContext own_ctx;
   grpc::ClientContext& ctx = call_ctx != nullptr ? *call_ctx : own_ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
@@ -153,6 +151,10 @@ absl::StatusOr<int64_t> FetchBlobInto(pv1::Peer::Stub& stub,
     }
     if (st.ok()) {
       next += chunk.data().size();
+      if (received != nullptr) {
+        received->fetch_add(static_cast<int64_t>(chunk.data().size()),
+                            std::memory_order_relaxed);
+      }
       st = pipeline.Push(std::move(*chunk.mutable_data()));
     }
   }

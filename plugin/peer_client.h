@@ -5,6 +5,7 @@
 #ifndef SHOAL_PLUGIN_PEER_CLIENT_H_
 #define SHOAL_PLUGIN_PEER_CLIENT_H_
 
+#include <atomic>
 #include <cstdint>
 
 #include "absl/status/statusor.h"
@@ -25,13 +26,15 @@ namespace shoal::plugin {
 // arrived, so another peer can continue from writer.offset().
 // `ctx`, when given, is used for the call (so another thread can
 // TryCancel() it; the call then fails with UNAVAILABLE or CANCELLED) and
-// must be fresh; the deadline is set here.
+// must be fresh; the deadline is set here. `received`, when given, counts
+// the bytes received so far, for watchers on other threads.
 absl::StatusOr<int64_t> FetchBlobInto(::shoal::peer::v1::Peer::Stub& stub,
                                       absl::string_view digest,
                                       int64_t expected_size,
                                       IngestWriter& writer,
                                       absl::Duration timeout,
-                                      grpc::ClientContext* ctx = nullptr);
+                                      grpc::ClientContext* ctx = nullptr,
+                                      std::atomic<int64_t>* received = nullptr);
 
 }  // namespace shoal::plugin
 

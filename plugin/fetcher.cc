@@ -138,48 +138,15 @@ absl::StatusOr<BlobInfo> Fetcher::FillFromPeers(const std::string& digest,
   std::vector<dht::Endpoint> contributors;
   std::vector<std::string> errors;
   int attempts = 0;
-  // Time spent waiting for busy peers, and the next wait.
-  absl::Duration busy_waited;
-  absl::Duration backoff = kBusyBackoffStart;
   for (size_t i = 0; i < candidates.size() && attempts < options_.max_attempts;
        ++i) {
     const dht::Endpoint& peer = candidates[i];
     if (IsShunned(peer)) continue;  // Shunned by a concurrent fill meanwhile.
     ++attempts;
     const int64_t before = writer.offset();
-    absl::Duration timeout =
-        options_.fetch_base_timeout +
-        absl::Seconds(static_cast<double>(size - before) /
-                      static_cast<double>(options_.min_bytes_per_second));
-    Call call;
-    if (!AcquireStream(peer, &call)) {
-      errors.push_back("shutting down");
-      break;
-    }
+    bool stopping = false;
     absl::StatusOr<int64_t> got =
-        FetchBlobInto(*StubFor(peer), digest, size, writer, timeout, &call.ctx,
-                      &call.received);
-    bool stopping = ReleaseStream(peer, &call);
-    if (call.stalled && !got.ok()) {
-      got = absl::DeadlineExceededError(absl::StrCat(
-          "no data for ", absl::FormatDuration(options_.stall_timeout)));
-    }
-    if (absl::IsResourceExhausted(got.status()) &&
-        busy_waited < options_.busy_wait_budget && !stopping) {
-      // The peer serves as many streams to this address as it allows (other
-      // clients behind the same address, or another of our fills). Not a
-      // fault: wait a little and ask the same peer again.
-      metrics_.RecordFetchFailure(FetchFailure::kBusy);
-      VLOG(1) << "fetcher: peer busy digest=" << digest
-              << " peer=" << peer.ToString()
-              << " retry_in=" << absl::FormatDuration(backoff);
-      absl::SleepFor(backoff);
-      busy_waited += backoff;
-      backoff = std::min(backoff * 2, kBusyBackoffMax);
-      --attempts;
-      --i;
-      continue;
-    }
+        FetchFrom(peer, digest, size, writer, &stopping);
     const int64_t received = writer.offset() - before;
     metrics_.peer_received_bytes().Add(static_cast<double>(received));
     if (stopping && !got.ok()) {
@@ -250,6 +217,47 @@ absl::StatusOr<BlobInfo> Fetcher::FillFromPeers(const std::string& digest,
                           << " (rate limited)";
   return absl::UnavailableError(absl::StrCat(
       "no peer could serve ", digest, ": ", absl::StrJoin(errors, "; ")));
+}
+
+absl::StatusOr<int64_t> Fetcher::FetchFrom(const dht::Endpoint& peer,
+                                           const std::string& digest,
+                                           int64_t size, IngestWriter& writer,
+                                           bool* stopping) {
+  absl::Duration busy_waited;
+  absl::Duration backoff = kBusyBackoffStart;
+  while (true) {
+    absl::Duration timeout =
+        options_.fetch_base_timeout +
+        absl::Seconds(static_cast<double>(size - writer.offset()) /
+                      static_cast<double>(options_.min_bytes_per_second));
+    Call call;
+    if (!AcquireStream(peer, &call)) {
+      *stopping = true;
+      return absl::UnavailableError("shutting down");
+    }
+    absl::StatusOr<int64_t> got =
+        FetchBlobInto(*StubFor(peer), digest, size, writer, timeout, &call.ctx,
+                      &call.received);
+    *stopping = ReleaseStream(peer, &call);
+    if (call.stalled && !got.ok()) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no data for ", absl::FormatDuration(options_.stall_timeout)));
+    }
+    if (!absl::IsResourceExhausted(got.status()) || *stopping ||
+        busy_waited >= options_.busy_wait_budget) {
+      return got;
+    }
+    // The peer serves as many streams to this address as it allows (other
+    // clients behind the same address). Not a fault: wait a little and ask
+    // again.
+    metrics_.RecordFetchFailure(FetchFailure::kBusy);
+    VLOG(1) << "fetcher: peer busy digest=" << digest
+            << " peer=" << peer.ToString()
+            << " retry_in=" << absl::FormatDuration(backoff);
+    absl::SleepFor(backoff);
+    busy_waited += backoff;
+    backoff = std::min(backoff * 2, kBusyBackoffMax);
+  }
 }
 
 absl::StatusOr<std::vector<dht::Endpoint>> Fetcher::Lookup(

@@ -134,6 +134,13 @@ class Fetcher {
 
   absl::StatusOr<BlobInfo> FillFromPeers(const std::string& digest,
                                          int64_t size, IngestWriter& writer);
+  // One transfer from `peer` into `writer` from its current offset,
+  // retried while the peer is busy (RESOURCE_EXHAUSTED) within
+  // busy_wait_budget. A stall comes back as DEADLINE_EXCEEDED. Sets
+  // `*stopping` when the Fetcher is shutting down.
+  absl::StatusOr<int64_t> FetchFrom(const dht::Endpoint& peer,
+                                    const std::string& digest, int64_t size,
+                                    IngestWriter& writer, bool* stopping);
   absl::StatusOr<std::vector<dht::Endpoint>> Lookup(const std::string& digest);
   // The providers worth trying: not ourselves, not shunned, in random order
   // so that load spreads over the nodes holding a popular blob.

@@ -73,8 +73,14 @@ std::string DigestHint(absl::string_view ref) {
 // One Write stream: the ingest it holds and the messages it has handled.
 class WriteSession {
  public:
-  WriteSession(BlobStore& store, Fetcher* fetcher, NodeMetrics& metrics)
-      : store_(store), fetcher_(fetcher), metrics_(metrics) {}
+  WriteSession(BlobStore& store, Fetcher* fetcher, NodeMetrics& metrics,
+               BlobPins& pins)
+      : store_(store), fetcher_(fetcher), metrics_(metrics), pins_(pins) {}
+  ~WriteSession() {
+    if (filled_.has_value()) pins_.Unpin(filled_->digest);
+  }
+  WriteSession(const WriteSession&) = delete;
+  WriteSession& operator=(const WriteSession&) = delete;
 
   // Handles the first message, which must name the ref, and opens the ingest.
   absl::Status Open(const cv1::WriteContentRequest& req) {
@@ -155,9 +161,15 @@ class WriteSession {
         writer_->offset() != 0 || writer_->total() <= 0) {
       return;
     }
+    // Pinned before the blob can appear, until this stream ends.
+    pins_.Pin(digest_hint_);
     absl::StatusOr<BlobInfo> held = store_.Info(digest_hint_);
+    if (held.ok() && held->size == writer_->total()) {
+      filled_ = *held;
+      return;
+    }
     if (held.ok()) {
-      if (held->size == writer_->total()) filled_ = *held;
+      pins_.Unpin(digest_hint_);
       return;
     }
     absl::StatusOr<BlobInfo> info =
@@ -167,6 +179,7 @@ class WriteSession {
       newly_stored_ = info->digest;
       return;
     }
+    pins_.Unpin(digest_hint_);
     VLOG(1) << "content: not filled from peers ref=" << writer_->ref()
             << " reason=" << info.status();
   }
@@ -258,6 +271,7 @@ class WriteSession {
   BlobStore& store_;
   Fetcher* const fetcher_;  // May be null: no peers.
   NodeMetrics& metrics_;
+  BlobPins& pins_;
   std::unique_ptr<IngestWriter> writer_;
   std::string digest_hint_;  // Empty when the ref names no digest.
   int stats_ = 0;
@@ -269,6 +283,22 @@ class WriteSession {
 };
 
 }  // namespace
+
+void BlobPins::Pin(const std::string& digest) {
+  absl::MutexLock lock(&mu_);
+  ++count_[digest];
+}
+
+void BlobPins::Unpin(const std::string& digest) {
+  absl::MutexLock lock(&mu_);
+  auto it = count_.find(digest);
+  if (it != count_.end() && --it->second <= 0) count_.erase(it);
+}
+
+bool BlobPins::IsPinned(const std::string& digest) {
+  absl::MutexLock lock(&mu_);
+  return count_.contains(digest);
+}
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -379,6 +409,12 @@ grpc::Status ContentService::List(
 grpc::Status ContentService::Delete(grpc::ServerContext*,
                                     const cv1::DeleteContentRequest* req,
                                     ::google::protobuf::Empty*) {
+  if (pins_.IsPinned(req->digest())) {
+    // Filled from a peer for a write stream containerd has not committed
+    // yet: its GC does not know the blob is about to be referenced.
+    VLOG(1) << "content: kept pinned blob on delete digest=" << req->digest();
+    return grpc::Status::OK;
+  }
   absl::Status st = store_.Delete(req->digest());
   if (!st.ok()) return Reject("Delete", st);
   {
@@ -461,7 +497,7 @@ grpc::Status ContentService::Write(
                              cv1::WriteContentRequest>* stream) {
   cv1::WriteContentRequest req;
   if (!stream->Read(&req)) return grpc::Status::OK;  // Closed before a word.
-  WriteSession session(store_, fetcher_, *metrics_);
+  WriteSession session(store_, fetcher_, *metrics_, pins_);
   absl::Status opened = session.Open(req);
   if (absl::IsUnavailable(opened)) {
     VLOG(1) << "content: ref busy ref=" << req.ref();

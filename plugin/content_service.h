@@ -41,6 +41,21 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // avoids the sync server's thread hand-offs per call, while raw buffers let
 // file bytes go into the response without a serialization copy. The other
 // RPCs use the sync API.
+// Blobs filled from peers whose write stream has not ended yet: committed
+// in the store, but not yet in containerd's metadata, so a GC pass running
+// in between would delete them. Delete leaves pinned blobs alone (and still
+// answers OK, as GC requires). Thread-safe.
+class BlobPins {
+ public:
+  void Pin(const std::string& digest);
+  void Unpin(const std::string& digest);
+  bool IsPinned(const std::string& digest);
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int> count_ ABSL_GUARDED_BY(mu_);
+};
+
 class ContentService final
     : public ::containerd::services::content::v1::Content::
           WithRawCallbackMethod_Read<
@@ -109,6 +124,7 @@ class ContentService final
   std::unique_ptr<NodeMetrics> own_metrics_;
   NodeMetrics* metrics_;  // Never null.
 
+  BlobPins pins_;
   absl::Mutex labels_mu_;
   // Labels set through Update, by digest. containerd keeps its own labels in
   // its metadata database and never sends them here; this serves clients that

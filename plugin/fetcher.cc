@@ -39,7 +39,7 @@ constexpr absl::Duration kBusyBackoffMax = absl::Milliseconds(500);
 
 // Peers we keep a channel to; past this the cache starts over (a node talks
 // to at most the nodes of its cluster, so this is only a bound on a leak).
-constexpr size_t kMaxCachedChannels = 1024;
+constexpr size_t kMaxCachedStubs = 1024;
 
 }  // namespace
 
@@ -236,8 +236,8 @@ absl::StatusOr<int64_t> Fetcher::FetchFrom(const dht::Endpoint& peer,
       return absl::UnavailableError("shutting down");
     }
     absl::StatusOr<int64_t> got =
-        FetchBlobInto(*ChannelFor(peer), digest, size, writer, timeout,
-                      &call.ctx, &call.received);
+        FetchBlobInto(*StubFor(peer), digest, size, writer, timeout, &call.ctx,
+                      &call.received);
     *stopping = ReleaseStream(peer, &call);
     if (call.stalled && !got.ok()) {
       return absl::DeadlineExceededError(absl::StrCat(
@@ -356,24 +356,26 @@ void Fetcher::Shun(const dht::Endpoint& peer, absl::Duration how_long) {
   until = std::max(until, absl::Now() + how_long);
 }
 
-std::shared_ptr<grpc::Channel> Fetcher::ChannelFor(const dht::Endpoint& peer) {
+std::shared_ptr<::shoal::peer::v1::Peer::Stub> Fetcher::StubFor(
+    const dht::Endpoint& peer) {
   absl::MutexLock lock(&mu_);
-  auto it = channels_.find(peer);
-  if (it != channels_.end()) return it->second;
-  if (channels_.size() >= kMaxCachedChannels) {
+  auto it = stubs_.find(peer);
+  if (it != stubs_.end()) return it->second;
+  if (stubs_.size() >= kMaxCachedStubs) {
     // TODO: dropping every cached channel at once briefly costs a
     // reconnect per peer; an LRU would keep the busy ones. Only reached
     // with over a thousand distinct peers.
-    channels_.clear();
+    stubs_.clear();
   }
   grpc::ChannelArguments args;
   // A dedicated connection per peer: fills from different peers must not
   // share one TCP connection's window.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      peer.ToString(), grpc::InsecureChannelCredentials(), args);
-  channels_.emplace(peer, channel);
-  return channel;
+  std::shared_ptr<::shoal::peer::v1::Peer::Stub> stub =
+      ::shoal::peer::v1::Peer::NewStub(grpc::CreateCustomChannel(
+          peer.ToString(), grpc::InsecureChannelCredentials(), args));
+  stubs_.emplace(peer, stub);
+  return stub;
 }
 
 }  // namespace shoal::plugin

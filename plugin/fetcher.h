@@ -153,7 +153,8 @@ class Fetcher {
   bool ReleaseStream(const dht::Endpoint& peer, Call* call);
   // The watchdog thread: cancels calls without progress for stall_timeout.
   void WatchStalls();
-  std::shared_ptr<grpc::Channel> ChannelFor(const dht::Endpoint& peer);
+  std::shared_ptr<::shoal::peer::v1::Peer::Stub> StubFor(
+      const dht::Endpoint& peer);
 
   BlobStore& store_;
   ProviderFinder& finder_;
@@ -172,9 +173,10 @@ class Fetcher {
   absl::flat_hash_map<dht::Endpoint, absl::Time> shunned_until_
       ABSL_GUARDED_BY(mu_);
   // One channel per peer, reused across fills (a new HTTP/2 connection
-  // costs a handshake per blob otherwise). Channels are thread-safe.
-  absl::flat_hash_map<dht::Endpoint, std::shared_ptr<grpc::Channel>> channels_
-      ABSL_GUARDED_BY(mu_);
+  // costs a handshake per blob otherwise). Stubs are thread-safe.
+  absl::flat_hash_map<dht::Endpoint,
+                      std::shared_ptr<::shoal::peer::v1::Peer::Stub>>
+      stubs_ ABSL_GUARDED_BY(mu_);
   std::thread watchdog_;  // Last: starts after the members it uses.
 };
 

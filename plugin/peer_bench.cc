@@ -38,6 +38,7 @@ DEFINE_string(dir, "/dev/shm", "where the two stores live");
 namespace shoal::plugin {
 namespace {
 
+namespace pv1 = ::shoal::peer::v1;
 
 double CpuSeconds(const rusage& r) {
   return r.ru_utime.tv_sec + r.ru_utime.tv_usec / 1e6 + r.ru_stime.tv_sec +
@@ -56,12 +57,12 @@ struct FetchResult {
 };
 
 // One fetch + verified commit.
-FetchResult PeerFetch(grpc::ChannelInterface& channel, BlobStore& store,
+FetchResult PeerFetch(pv1::Peer::Stub& stub, BlobStore& store,
                       const std::string& digest, int64_t size, int round) {
   double cpu0 = SelfCpuSeconds();
   absl::Time start = absl::Now();
   auto w = *store.OpenIngest(absl::StrCat("fetch-", round), size);
-  auto got = FetchBlobInto(channel, digest, size, *w, absl::Minutes(5));
+  auto got = FetchBlobInto(stub, digest, size, *w, absl::Minutes(5));
   CHECK(got.ok()) << got.status();
   CHECK(w->Commit(size, digest).ok());
   double secs = absl::ToDoubleSeconds(absl::Now() - start);
@@ -165,12 +166,12 @@ int Run() {
   close(stop_pipe[0]);
   int port = 0;
   CHECK_EQ(read(port_pipe[0], &port, sizeof(port)), sizeof(port));
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                     grpc::InsecureChannelCredentials());
+  auto stub = pv1::Peer::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
 
   std::vector<double> peer, receiver_cpu, tcp, sha;
   for (int i = 0; i < FLAGS_rounds; ++i) {
-    FetchResult r = PeerFetch(*channel, *fetching, digest, size, i);
+    FetchResult r = PeerFetch(*stub, *fetching, digest, size, i);
     peer.push_back(r.gbps);
     receiver_cpu.push_back(r.cpu_seconds / (size / 1e9));
     tcp.push_back(RawTcp(size));

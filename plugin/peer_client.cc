@@ -1,16 +1,8 @@
 #include "plugin/peer_client.h"
 
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/wire_format_lite.h>
-#include <grpcpp/impl/rpc_method.h>
-#include <grpcpp/support/sync_stream.h>
-
-#include <algorithm>
-#include <cstring>
 #include <deque>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
@@ -47,67 +39,6 @@ absl::StatusOr<int64_t> AnnouncedSize(const grpc::ClientContext& ctx) {
   return absl::DataLossError("peer sent no valid blob size");
 }
 
-// The method FetchBlob, called with raw byte buffers so that chunk data goes
-// from gRPC's receive slices into the ingest without a parse copy.
-constexpr char kFetchBlobMethod[] = "/shoal.peer.v1.Peer/FetchBlob";
-
-// One FetchBlobChunk as received: its offset, and its data as the slices of
-// the message past `skip` bytes of header (kept alive by the slices).
-struct RawChunk {
-  int64_t offset = 0;
-  std::vector<grpc::Slice> slices;
-  size_t skip = 0;
-  size_t length = 0;
-};
-
-// Parses `buffer` as {int64 offset = 1; bytes data = 2;} in that order, as
-// the peer service writes it. DATA_LOSS for anything else.
-absl::StatusOr<RawChunk> ParseChunk(const grpc::ByteBuffer& buffer) {
-  using ::google::protobuf::internal::WireFormatLite;
-  RawChunk chunk;
-  if (!buffer.Dump(&chunk.slices).ok()) {
-    return absl::DataLossError("unreadable chunk message");
-  }
-  // The header (two tags and two varints) is at most 17 bytes; gather it,
-  // since it may straddle slices.
-  uint8_t head[24];
-  size_t have = 0;
-  for (const grpc::Slice& s : chunk.slices) {
-    size_t n = std::min(sizeof(head) - have, s.size());
-    memcpy(head + have, s.begin(), n);
-    have += n;
-    if (have == sizeof(head)) break;
-  }
-  ::google::protobuf::io::CodedInputStream in(head, static_cast<int>(have));
-  uint32_t tag = in.ReadTag();
-  uint64_t offset = 0;
-  if (tag == WireFormatLite::MakeTag(1, WireFormatLite::WIRETYPE_VARINT)) {
-    if (!in.ReadVarint64(&offset) ||
-        offset > static_cast<uint64_t>(kMaxBlobSize)) {
-      return absl::DataLossError("malformed chunk offset");
-    }
-    tag = in.ReadTag();
-  }
-  chunk.offset = static_cast<int64_t>(offset);
-  const size_t total = buffer.Length();
-  if (tag == 0 && total == static_cast<size_t>(in.CurrentPosition())) {
-    chunk.skip = total;  // No data field: an empty chunk.
-    return chunk;
-  }
-  uint32_t length = 0;
-  if (tag != WireFormatLite::MakeTag(
-                 2, WireFormatLite::WIRETYPE_LENGTH_DELIMITED) ||
-      !in.ReadVarint32(&length)) {
-    return absl::DataLossError("malformed chunk message");
-  }
-  chunk.skip = static_cast<size_t>(in.CurrentPosition());
-  chunk.length = length;
-  if (chunk.skip + chunk.length != total) {
-    return absl::DataLossError("chunk message has unexpected fields");
-  }
-  return chunk;
-}
-
 // Appends chunks to an ingest on a second thread, so that writing and
 // hashing (about one core's worth at full speed) overlap with receiving
 // (about another). The writer must not be touched by anyone else until
@@ -119,9 +50,9 @@ class AppendPipeline {
 
   ~AppendPipeline() { Finish().IgnoreError(); }
 
-  // Queues `chunk`, waiting while kDepth chunks are queued. Returns the
-  // first append error, after which nothing more is appended.
-  absl::Status Push(RawChunk chunk) {
+  // Queues `data`, waiting while kDepth chunks are queued. Returns the first
+  // append error, after which nothing more is appended.
+  absl::Status Push(std::string data) {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](AppendPipeline* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
@@ -129,7 +60,7 @@ class AppendPipeline {
         },
         this));
     if (!error_.ok()) return error_;
-    queue_.push_back(std::move(chunk));
+    queue_.push_back(std::move(data));
     return absl::OkStatus();
   }
 
@@ -150,7 +81,7 @@ class AppendPipeline {
 
   void Run() {
     while (true) {
-      RawChunk chunk;
+      std::string data;
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
@@ -159,10 +90,10 @@ class AppendPipeline {
             },
             this));
         if (queue_.empty()) return;  // Closed and drained.
-        chunk = std::move(queue_.front());
+        data = std::move(queue_.front());
         queue_.pop_front();
       }
-      absl::Status st = AppendChunk(chunk);
+      absl::Status st = writer_.Append(data);
       if (!st.ok()) {
         absl::MutexLock lock(&mu_);
         error_ = st;
@@ -172,24 +103,9 @@ class AppendPipeline {
     }
   }
 
-  absl::Status AppendChunk(const RawChunk& chunk) {
-    size_t skip = chunk.skip;
-    for (const grpc::Slice& s : chunk.slices) {
-      if (skip >= s.size()) {
-        skip -= s.size();
-        continue;
-      }
-      absl::Status st = writer_.Append(absl::string_view(
-          reinterpret_cast<const char*>(s.begin()) + skip, s.size() - skip));
-      if (!st.ok()) return st;
-      skip = 0;
-    }
-    return absl::OkStatus();
-  }
-
   IngestWriter& writer_;
   absl::Mutex mu_;
-  std::deque<RawChunk> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;  // Last: starts after the members it uses.
@@ -198,27 +114,24 @@ class AppendPipeline {
 }  // namespace
 
 absl::StatusOr<int64_t> FetchBlobInto(
-    grpc::ChannelInterface& channel, absl::string_view digest,
-    int64_t expected_size, IngestWriter& writer, absl::Duration timeout,
-    grpc::ClientContext* call_ctx, std::atomic<int64_t>* received) {
+    pv1::Peer::Stub& stub, absl::string_view digest, int64_t expected_size,
+    IngestWriter& writer, absl::Duration timeout, grpc::ClientContext* call_ctx,
+    std::atomic<int64_t>* received) {
   grpc::ClientContext own_ctx;
   grpc::ClientContext& ctx = call_ctx != nullptr ? *call_ctx : own_ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   pv1::FetchBlobRequest req;
   req.set_digest(std::string(digest));
   req.set_offset(writer.offset());
-  const grpc::internal::RpcMethod method(
-      kFetchBlobMethod, grpc::internal::RpcMethod::SERVER_STREAMING);
-  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
-      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
-          &channel, method, &ctx, req));
+  std::unique_ptr<grpc::ClientReader<pv1::FetchBlobChunk>> reader =
+      stub.FetchBlob(&ctx, req);
 
   int64_t size = -1;
   int64_t next = writer.offset();
   absl::Status st = absl::OkStatus();
   AppendPipeline pipeline(writer);  // Owns `writer` until Finish().
-  grpc::ByteBuffer buffer;
-  while (st.ok() && reader->Read(&buffer)) {
+  pv1::FetchBlobChunk chunk;
+  while (st.ok() && reader->Read(&chunk)) {
     if (size < 0) {
       absl::StatusOr<int64_t> announced = AnnouncedSize(ctx);
       if (!announced.ok()) {
@@ -229,23 +142,20 @@ absl::StatusOr<int64_t> FetchBlobInto(
       }
       size = announced.value_or(-1);
     }
-    absl::StatusOr<RawChunk> chunk = ParseChunk(buffer);
-    buffer.Clear();
-    if (st.ok() && !chunk.ok()) st = chunk.status();
-    if (st.ok() && chunk->offset != next) {
-      st = absl::DataLossError(absl::StrCat("peer sent offset ", chunk->offset,
+    if (st.ok() && chunk.offset() != next) {
+      st = absl::DataLossError(absl::StrCat("peer sent offset ", chunk.offset(),
                                             ", expected ", next));
     }
-    if (st.ok() && next + static_cast<int64_t>(chunk->length) > size) {
+    if (st.ok() && next + static_cast<int64_t>(chunk.data().size()) > size) {
       st = absl::DataLossError("peer sent more data than the blob holds");
     }
     if (st.ok()) {
-      next += static_cast<int64_t>(chunk->length);
+      next += chunk.data().size();
       if (received != nullptr) {
-        received->fetch_add(static_cast<int64_t>(chunk->length),
+        received->fetch_add(static_cast<int64_t>(chunk.data().size()),
                             std::memory_order_relaxed);
       }
-      st = pipeline.Push(*std::move(chunk));
+      st = pipeline.Push(std::move(*chunk.mutable_data()));
     }
   }
   absl::Status appended = pipeline.Finish();

@@ -5,8 +5,6 @@
 #ifndef SHOAL_PLUGIN_PEER_CLIENT_H_
 #define SHOAL_PLUGIN_PEER_CLIENT_H_
 
-#include <grpcpp/grpcpp.h>
-
 #include <atomic>
 #include <cstdint>
 
@@ -18,7 +16,7 @@
 
 namespace shoal::plugin {
 
-// Appends blob `digest` from the peer behind `channel` to `writer`, from
+// Appends blob `digest` from the peer behind `stub` to `writer`, from
 // writer.offset() to the blob's end, within `timeout`. `expected_size` > 0
 // must match the size the peer announces. Returns the blob's size.
 // Errors: the peer's NOT_FOUND and friends as sent; DATA_LOSS when the peer
@@ -30,7 +28,7 @@ namespace shoal::plugin {
 // TryCancel() it; the call then fails with UNAVAILABLE or CANCELLED) and
 // must be fresh; the deadline is set here. `received`, when given, counts
 // the bytes received so far, for watchers on other threads.
-absl::StatusOr<int64_t> FetchBlobInto(grpc::ChannelInterface& channel,
+absl::StatusOr<int64_t> FetchBlobInto(::shoal::peer::v1::Peer::Stub& stub,
                                       absl::string_view digest,
                                       int64_t expected_size,
                                       IngestWriter& writer,

@@ -36,9 +36,8 @@ class PeerTest : public ::testing::Test {
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                   grpc::InsecureChannelCredentials());
-    stub_ = pv1::Peer::NewStub(channel_);
+    stub_ = pv1::Peer::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
   }
 
   void TearDown() override { server_->Shutdown(); }
@@ -54,7 +53,6 @@ class PeerTest : public ::testing::Test {
   std::unique_ptr<BlobStore> serving_, fetching_;
   std::unique_ptr<PeerService> service_;
   std::unique_ptr<grpc::Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pv1::Peer::Stub> stub_;
 };
 
@@ -68,8 +66,7 @@ TEST_F(PeerTest, FetchesVerifiesAndCommits) {
   std::string data = Pattern(5 << 20, 1);
   std::string digest = Serve(data);
   auto w = *fetching_->OpenIngest("ns/1/layer", data.size());
-  auto size =
-      FetchBlobInto(*channel_, digest, data.size(), *w, absl::Seconds(30));
+  auto size = FetchBlobInto(*stub_, digest, data.size(), *w, absl::Seconds(30));
   ASSERT_TRUE(size.ok()) << size.status();
   EXPECT_EQ(*size, static_cast<int64_t>(data.size()));
   EXPECT_TRUE(w->Commit(data.size(), digest).ok());
@@ -81,14 +78,14 @@ TEST_F(PeerTest, ContinuesFromIngestOffset) {
   std::string digest = Serve(data);
   auto w = *fetching_->OpenIngest("ns/1/layer", data.size());
   ASSERT_TRUE(w->Append(absl::string_view(data).substr(0, 1234567)).ok());
-  ASSERT_TRUE(FetchBlobInto(*channel_, digest, 0, *w, absl::Seconds(30)).ok());
+  ASSERT_TRUE(FetchBlobInto(*stub_, digest, 0, *w, absl::Seconds(30)).ok());
   EXPECT_EQ(w->RunningDigest(), digest);
 }
 
 TEST_F(PeerTest, EmptyTailAndEmptyBlob) {
   std::string digest = Serve("");
   auto w = *fetching_->OpenIngest("empty", 0);
-  auto size = FetchBlobInto(*channel_, digest, 0, *w, absl::Seconds(10));
+  auto size = FetchBlobInto(*stub_, digest, 0, *w, absl::Seconds(10));
   ASSERT_TRUE(size.ok()) << size.status();
   EXPECT_EQ(*size, 0);
 }
@@ -96,11 +93,11 @@ TEST_F(PeerTest, EmptyTailAndEmptyBlob) {
 TEST_F(PeerTest, UnknownAndMalformedDigests) {
   auto w = *fetching_->OpenIngest("r", 0);
   EXPECT_EQ(
-      FetchBlobInto(*channel_, Sha256Digest("nope"), 0, *w, absl::Seconds(10))
+      FetchBlobInto(*stub_, Sha256Digest("nope"), 0, *w, absl::Seconds(10))
           .status()
           .code(),
       absl::StatusCode::kNotFound);
-  EXPECT_EQ(FetchBlobInto(*channel_, "sha256:../../x", 0, *w, absl::Seconds(10))
+  EXPECT_EQ(FetchBlobInto(*stub_, "sha256:../../x", 0, *w, absl::Seconds(10))
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
@@ -109,10 +106,9 @@ TEST_F(PeerTest, UnknownAndMalformedDigests) {
 TEST_F(PeerTest, SizeMismatchIsDataLoss) {
   std::string digest = Serve("four");
   auto w = *fetching_->OpenIngest("r", 0);
-  EXPECT_EQ(FetchBlobInto(*channel_, digest, 5, *w, absl::Seconds(10))
-                .status()
-                .code(),
-            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(
+      FetchBlobInto(*stub_, digest, 5, *w, absl::Seconds(10)).status().code(),
+      absl::StatusCode::kDataLoss);
 }
 
 TEST_F(PeerTest, CorruptedPeerBytesNeverCommit) {
@@ -126,8 +122,7 @@ TEST_F(PeerTest, CorruptedPeerBytesNeverCommit) {
   ASSERT_TRUE(WriteFileAtomic(path, data).ok());
   auto w = *fetching_->OpenIngest("ns/1/layer", data.size());
   ASSERT_TRUE(
-      FetchBlobInto(*channel_, digest, data.size(), *w, absl::Seconds(30))
-          .ok());
+      FetchBlobInto(*stub_, digest, data.size(), *w, absl::Seconds(30)).ok());
   EXPECT_EQ(w->Commit(data.size(), digest).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(fetching_->Info(digest).status().code(),
@@ -150,10 +145,9 @@ TEST_F(PeerTest, LimitsConcurrentStreamsPerPeer) {
   }
   EXPECT_EQ(service_->ActiveStreams("127.0.0.1"), 2);
   auto w = *fetching_->OpenIngest("third", 0);
-  EXPECT_EQ(FetchBlobInto(*channel_, digest, 0, *w, absl::Seconds(10))
-                .status()
-                .code(),
-            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(
+      FetchBlobInto(*stub_, digest, 0, *w, absl::Seconds(10)).status().code(),
+      absl::StatusCode::kResourceExhausted);
   for (auto& ctx : ctxs) ctx->TryCancel();
   for (auto& r : open) r->Finish().IgnoreError();
   // Slots come back once the server has seen the cancels.

@@ -2,12 +2,15 @@
 # Shoal developer entry point.
 #
 #   ./dev.sh demo   install the Debian packages Shoal needs, build shoald and
-#                   run integration/demo.sh (registry + containerd + shoald on
-#                   loopback: push, pull with unpack, run)
+#                   run integration/demo.sh (registry + three containerd +
+#                   shoald nodes on loopback: push, pull on one node, then on
+#                   the others from it, run, say where the bytes came from)
 #   ./dev.sh test   install the packages, run `bazel test //...` (unit and
 #                   integration tests) and print "N passed, N failed" as the
 #                   last line, counted from Bazel's own results
-#   ./dev.sh bench  install, build, run integration/bench_pull.sh (1 GiB pulls)
+#   ./dev.sh bench  install, build, run integration/bench_pull.sh (1 GiB pulls,
+#                   built-in store against shoald) and integration/bench_p2p.sh
+#                   (pulls from a peer against from the registry)
 #
 # Extra arguments after `test` go to `bazel test` (e.g. //integration/...).
 # Must run as root (or with sudo available): apt-get, containerd, mounts.

@@ -723,6 +723,18 @@ p2p__endpoints() {
   echo "${out[*]}"
 }
 
+# p2p_init: start of every peer-to-peer test: shoald on every node whatever
+# SHOAL_STORE says (the built-in store has no peers), then shoal_init and the
+# registry.
+p2p_init() {
+  if [[ $SHOAL_STORE != shoal ]]; then
+    log "NOTE: SHOAL_STORE=$SHOAL_STORE; peer-to-peer tests always run shoald"
+    SHOAL_STORE=shoal
+  fi
+  shoal_init
+  registry_start
+}
+
 # p2p_node_start NODE [IP] [BOOTSTRAP] [STORE]: containerd + shoald as a
 # peer-to-peer node on IP (default: node_ip NODE), with
 #   --dht_listen=IP:$SHOAL_DHT_PORT (DHT over UDP, peer service over TCP)

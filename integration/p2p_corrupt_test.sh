@@ -6,13 +6,7 @@
 # content root hashes to its name.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $SHOAL_STORE != shoal ]]; then
-  log "NOTE: SHOAL_STORE=$SHOAL_STORE; peer-to-peer tests always run shoald"
-  SHOAL_STORE=shoal
-fi
-
-shoal_init
-registry_start
+p2p_init
 image_make z --busybox --layer 3m --layer 1m --seed 75
 image_push z shoal/z
 REF=$REGISTRY/shoal/z:z

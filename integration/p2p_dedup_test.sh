@@ -6,13 +6,7 @@
 # and at least one fill waited for the other instead of downloading.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $SHOAL_STORE != shoal ]]; then
-  log "NOTE: SHOAL_STORE=$SHOAL_STORE; peer-to-peer tests always run shoald"
-  SHOAL_STORE=shoal
-fi
-
-shoal_init
-registry_start
+p2p_init
 # 48 MiB at 16 MB/s: the layer's transfer lasts about 3 s, far longer than
 # the gap between the two pulls' starts.
 image_make x --busybox --layer 48m --seed 91

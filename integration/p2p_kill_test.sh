@@ -11,17 +11,12 @@
 #      the layer), byte-identical, and log the fallback.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $SHOAL_STORE != shoal ]]; then
-  log "NOTE: SHOAL_STORE=$SHOAL_STORE; peer-to-peer tests always run shoald"
-  SHOAL_STORE=shoal
-fi
 # Upload cap of the serving nodes (bytes per second, all streams together).
 RATE=${SHOAL_KILL_TEST_RATE:-50000000}
 # How far into the layer's stream the server is killed.
 KILL_AFTER=$((16 << 20))
 
-shoal_init
-registry_start
+p2p_init
 image_make b --layer 256m --seed 73
 image_make c --layer 200m --seed 74
 image_push b shoal/b

@@ -5,13 +5,7 @@
 # by --peer_resolve_timeout, 20 ms by default).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $SHOAL_STORE != shoal ]]; then
-  log "NOTE: SHOAL_STORE=$SHOAL_STORE; peer-to-peer tests always run shoald"
-  SHOAL_STORE=shoal
-fi
-
-shoal_init
-registry_start
+p2p_init
 image_make y --busybox --layer 5m --layer 3m --seed 72
 image_push y shoal/y
 REF=$REGISTRY/shoal/y:y

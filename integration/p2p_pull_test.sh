@@ -6,13 +6,7 @@
 # every blob reads back byte for byte and the image runs on n3.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $SHOAL_STORE != shoal ]]; then
-  log "NOTE: SHOAL_STORE=$SHOAL_STORE; peer-to-peer tests always run shoald"
-  SHOAL_STORE=shoal
-fi
-
-shoal_init
-registry_start
+p2p_init
 image_make x --busybox --layer 6m --layer 4m --layer 3m --seed 71
 image_push x shoal/x
 REF=$REGISTRY/shoal/x:x

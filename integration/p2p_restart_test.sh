@@ -5,13 +5,7 @@
 # n1: no blob at the registry, X's bytes received from peers.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [[ $SHOAL_STORE != shoal ]]; then
-  log "NOTE: SHOAL_STORE=$SHOAL_STORE; peer-to-peer tests always run shoald"
-  SHOAL_STORE=shoal
-fi
-
-shoal_init
-registry_start
+p2p_init
 image_make x --busybox --layer 4m --layer 2m --seed 76
 image_push x shoal/x
 REF=$REGISTRY/shoal/x:x

@@ -137,6 +137,39 @@ class FetcherTest : public ::testing::Test {
     ASSERT_TRUE(w->Commit(data.size(), "").ok());
   }
 
+  // Blobs one peer holds, with an ingest for each on this node, as for the
+  // layers of one image.
+  struct Layers {
+    std::vector<std::string> data, digests;
+    std::vector<std::unique_ptr<IngestWriter>> writers;
+  };
+  Layers Serve(Peer& peer, int count, size_t bytes, int seed) {
+    Layers l;
+    for (int i = 0; i < count; ++i) {
+      l.data.push_back(Pattern(bytes, seed + i));
+      l.digests.push_back(DigestOf(l.data.back()));
+      Put(*peer.store, l.data.back());
+      finder_.Set(l.digests.back(), {peer.endpoint});
+      l.writers.push_back(*local_->OpenIngest(
+          absl::StrCat("ns/1/layer-", l.digests.back()), bytes));
+    }
+    return l;
+  }
+
+  // Fills every layer at once, one thread each, as containerd pulls them.
+  std::vector<absl::StatusOr<BlobInfo>> FillAtOnce(Layers& l) {
+    std::vector<absl::StatusOr<BlobInfo>> results(l.data.size());
+    std::vector<std::thread> fills;
+    Fetcher& f = fetcher();  // Made once, before the threads share it.
+    for (size_t i = 0; i < l.data.size(); ++i) {
+      fills.emplace_back([&, i] {
+        results[i] = f.Fill(l.digests[i], l.data[i].size(), *l.writers[i]);
+      });
+    }
+    for (auto& t : fills) t.join();
+    return results;
+  }
+
   std::string ReadLocal(const std::string& digest) {
     auto reader = local_->OpenBlob(digest);
     if (!reader.ok()) return "";
@@ -360,31 +393,11 @@ TEST_F(FetcherTest, BusyPeerIsRetriedNotShunned) {
   strict.max_streams_per_peer = 1;
   strict.upload_bytes_per_second = 16 << 20;
   Peer& peer = AddPeer(strict);
-  constexpr int kBlobs = 3;
-  std::vector<std::string> data, digests;
-  for (int i = 0; i < kBlobs; ++i) {
-    data.push_back(Pattern(2 << 20, 20 + i));
-    digests.push_back(DigestOf(data.back()));
-    Put(*peer.store, data.back());
-    finder_.Set(digests.back(), {peer.endpoint});
-  }
-  std::vector<std::unique_ptr<IngestWriter>> writers;
-  for (int i = 0; i < kBlobs; ++i) {
-    writers.push_back(*local_->OpenIngest(
-        absl::StrCat("ns/1/layer-", digests[i]), data[i].size()));
-  }
-  std::vector<absl::StatusOr<BlobInfo>> results(kBlobs);
-  std::vector<std::thread> fills;
-  Fetcher& f = fetcher();  // Made once, before the threads share it.
-  for (int i = 0; i < kBlobs; ++i) {
-    fills.emplace_back([&, i] {
-      results[i] = f.Fill(digests[i], data[i].size(), *writers[i]);
-    });
-  }
-  for (auto& t : fills) t.join();
-  for (int i = 0; i < kBlobs; ++i) {
+  Layers layers = Serve(peer, 3, 2 << 20, 20);
+  std::vector<absl::StatusOr<BlobInfo>> results = FillAtOnce(layers);
+  for (size_t i = 0; i < results.size(); ++i) {
     ASSERT_TRUE(results[i].ok()) << results[i].status();
-    EXPECT_EQ(ReadLocal(digests[i]), data[i]);
+    EXPECT_EQ(ReadLocal(layers.digests[i]), layers.data[i]);
   }
   EXPECT_FALSE(fetcher().IsShunned(peer.endpoint));
   EXPECT_GE(Failures("busy"), 1);
@@ -401,33 +414,12 @@ TEST_F(FetcherTest, ManyFillsFromOnePeerEachDownloadOnce) {
   strict.upload_bytes_per_second = 16 << 20;
   Peer& peer = AddPeer(strict);
   options_.max_streams_per_peer = 2;
-  constexpr int kBlobs = 5;
-  std::vector<std::string> data, digests;
-  for (int i = 0; i < kBlobs; ++i) {
-    data.push_back(Pattern(1 << 20, 40 + i));
-    digests.push_back(DigestOf(data.back()));
-    Put(*peer.store, data.back());
-    finder_.Set(digests.back(), {peer.endpoint});
-  }
-  std::vector<std::unique_ptr<IngestWriter>> writers;
-  for (int i = 0; i < kBlobs; ++i) {
-    writers.push_back(*local_->OpenIngest(
-        absl::StrCat("ns/1/layer-", digests[i]), data[i].size()));
-  }
-  std::vector<absl::StatusOr<BlobInfo>> results(kBlobs);
-  std::vector<std::thread> fills;
-  Fetcher& f = fetcher();  // Made once, before the threads share it.
-  for (int i = 0; i < kBlobs; ++i) {
-    fills.emplace_back([&, i] {
-      results[i] = f.Fill(digests[i], data[i].size(), *writers[i]);
-    });
-  }
-  for (auto& t : fills) t.join();
-  for (int i = 0; i < kBlobs; ++i) {
-    ASSERT_TRUE(results[i].ok()) << results[i].status();
+  Layers layers = Serve(peer, 5, 1 << 20, 40);
+  for (const absl::StatusOr<BlobInfo>& r : FillAtOnce(layers)) {
+    ASSERT_TRUE(r.ok()) << r.status();
   }
   EXPECT_FALSE(fetcher().IsShunned(peer.endpoint));
-  EXPECT_EQ(peer.served(), kBlobs * (1 << 20));
+  EXPECT_EQ(peer.served(), 5 * (1 << 20));
 }
 
 TEST_F(FetcherTest, StalledPeerIsCancelledAndShunned) {

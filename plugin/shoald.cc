@@ -64,7 +64,8 @@ DEFINE_int64(peer_upload_bytes_per_second, 0,
              "cap on the bytes per second this node serves to other nodes, "
              "all streams together; 0: no cap");
 DEFINE_int32(peer_max_streams_per_client, 4,
-             "concurrent blob streams one other node may fetch from this one");
+             "concurrent blob streams one other node may fetch from this one, "
+             "and this node from one other (keep it equal across a cluster)");
 DEFINE_bool(fault_corrupt_uploads, false,
             "TESTING ONLY: corrupt every blob served to peers, to prove that "
             "fetchers reject bad bytes");
@@ -284,6 +285,9 @@ int main(int argc, char** argv) {
 
     shoal::plugin::FetcherOptions fetch_options;
     fetch_options.resolve_timeout = dht->resolve_timeout;
+    // Nodes of one cluster run with the same flags: ask no peer for more
+    // streams than this node would grant.
+    fetch_options.max_streams_per_peer = FLAGS_peer_max_streams_per_client;
     fetch_options.self = self;
     fetcher = std::make_unique<shoal::plugin::Fetcher>(blobs, advertiser.get(),
                                                        &metrics, fetch_options);

@@ -36,11 +36,6 @@ inline constexpr int kMaxMessageBytes = 16 << 20;
 // Maps an absl::Status to the grpc::Status with the same code and message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// Read is served with gRPC's callback API on raw byte buffers: containerd
-// opens one Read stream per 32 KiB while unpacking, and the callback path
-// avoids the sync server's thread hand-offs per call, while raw buffers let
-// file bytes go into the response without a serialization copy. The other
-// RPCs use the sync API.
 // Blobs filled from peers whose write stream has not ended yet: committed
 // in the store, but not yet in containerd's metadata, so a GC pass running
 // in between would delete them. Delete leaves pinned blobs alone (and still
@@ -56,6 +51,11 @@ class BlobPins {
   absl::flat_hash_map<std::string, int> count_ ABSL_GUARDED_BY(mu_);
 };
 
+// Read is served with gRPC's callback API on raw byte buffers: containerd
+// opens one Read stream per 32 KiB while unpacking, and the callback path
+// avoids the sync server's thread hand-offs per call, while raw buffers let
+// file bytes go into the response without a serialization copy. The other
+// RPCs use the sync API.
 class ContentService final
     : public ::containerd::services::content::v1::Content::
           WithRawCallbackMethod_Read<

@@ -137,11 +137,13 @@ absl::StatusOr<BlobInfo> Fetcher::FillFromPeers(const std::string& digest,
   // the digest does not match, since the hash covers the whole blob.
   std::vector<dht::Endpoint> contributors;
   std::vector<std::string> errors;
+  std::vector<bool> tried(candidates.size(), false);
   int attempts = 0;
-  for (size_t i = 0; i < candidates.size() && attempts < options_.max_attempts;
-       ++i) {
-    const dht::Endpoint& peer = candidates[i];
-    if (IsShunned(peer)) continue;  // Shunned by a concurrent fill meanwhile.
+  while (attempts < options_.max_attempts) {
+    absl::optional<size_t> pick = PickPeer(candidates, tried);
+    if (!pick.has_value()) break;
+    tried[*pick] = true;
+    const dht::Endpoint& peer = candidates[*pick];
     ++attempts;
     const int64_t before = writer.offset();
     bool stopping = false;
@@ -318,6 +320,27 @@ std::vector<dht::Endpoint> Fetcher::Candidates(
   thread_local std::mt19937 rng{std::random_device{}()};
   std::shuffle(out.begin(), out.end(), rng);
   return out;
+}
+
+absl::optional<size_t> Fetcher::PickPeer(
+    const std::vector<dht::Endpoint>& candidates,
+    const std::vector<bool>& tried) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  absl::optional<size_t> best;
+  int best_load = 0;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (tried[i]) continue;
+    auto shun = shunned_until_.find(candidates[i]);
+    if (shun != shunned_until_.end() && now < shun->second) continue;
+    auto it = streams_.find(candidates[i]);
+    int load = it == streams_.end() ? 0 : it->second;
+    if (!best.has_value() || load < best_load) {
+      best = i;
+      best_load = load;
+    }
+  }
+  return best;
 }
 
 bool Fetcher::AcquireStream(const dht::Endpoint& peer, Call* call) {

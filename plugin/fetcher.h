@@ -145,6 +145,12 @@ class Fetcher {
   // The providers worth trying: not ourselves, not shunned, in random order
   // so that load spreads over the nodes holding a popular blob.
   std::vector<dht::Endpoint> Candidates(std::vector<dht::Endpoint> found);
+  // The next provider to try: among those not `tried` and not shunned, the
+  // one this node has the fewest streams open to (so the layers of one image
+  // come from several holders at once), the first in `candidates`' random
+  // order on a tie. Empty when none is left.
+  absl::optional<size_t> PickPeer(const std::vector<dht::Endpoint>& candidates,
+                                  const std::vector<bool>& tried);
   void Shun(const dht::Endpoint& peer, absl::Duration how_long);
   // Takes one of `peer`'s stream slots for `call`, waiting for one to free
   // up, and shows the call to the watchdog; false when shutting down.

@@ -319,10 +319,14 @@ TEST_F(FetcherTest, ContinuesWithTheNextPeerWhenOneDiesMidStream) {
   absl::StatusOr<BlobInfo> info;
   Fetcher& f = fetcher();  // Made before the thread shares it.
   std::thread fill([&] { info = f.Fill(digest, data.size(), *w); });
+  // Served is counted as chunks leave the peer; wait until some have landed
+  // in the ingest too, so the second peer has something to continue from.
   Peer* first = nullptr;
   ASSERT_TRUE(WaitUntil([&] {
     first = a.served() > 0 ? &a : b.served() > 0 ? &b : nullptr;
-    return first != nullptr;
+    absl::StatusOr<IngestStatus> st =
+        local_->GetIngestStatus("ns/1/layer-" + digest);
+    return first != nullptr && st.ok() && st->offset > 0;
   }));
   Peer* second = first == &a ? &b : &a;
   first->server->Shutdown(std::chrono::system_clock::now());  // Cancels.
@@ -420,6 +424,41 @@ TEST_F(FetcherTest, ManyFillsFromOnePeerEachDownloadOnce) {
   }
   EXPECT_FALSE(fetcher().IsShunned(peer.endpoint));
   EXPECT_EQ(peer.served(), 5 * (1 << 20));
+}
+
+TEST_F(FetcherTest, NextFillPrefersAnIdlePeer) {
+  // Two holders of two layers; while the first layer streams from one, the
+  // second layer's fill goes to the other.
+  PeerServiceOptions slow;
+  slow.upload_bytes_per_second = 4 << 20;
+  Peer& a = AddPeer(slow);
+  Peer& b = AddPeer(slow);
+  std::vector<std::string> data, digests;
+  for (int i = 0; i < 2; ++i) {
+    data.push_back(Pattern(4 << 20, 60 + i));
+    digests.push_back(DigestOf(data[i]));
+    Put(*a.store, data[i]);
+    Put(*b.store, data[i]);
+    finder_.Set(digests[i], {a.endpoint, b.endpoint});
+  }
+  auto w0 = *local_->OpenIngest("ns/1/layer-" + digests[0], data[0].size());
+  auto w1 = *local_->OpenIngest("ns/1/layer-" + digests[1], data[1].size());
+  Fetcher& f = fetcher();  // Made before the threads share it.
+  absl::StatusOr<BlobInfo> first, second;
+  std::thread t0([&] { first = f.Fill(digests[0], data[0].size(), *w0); });
+  Peer* busy = nullptr;
+  ASSERT_TRUE(WaitUntil([&] {
+    busy = a.served() > 0 ? &a : b.served() > 0 ? &b : nullptr;
+    return busy != nullptr;
+  }));
+  Peer* idle = busy == &a ? &b : &a;
+  std::thread t1([&] { second = f.Fill(digests[1], data[1].size(), *w1); });
+  t0.join();
+  t1.join();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(busy->served(), data[0].size());
+  EXPECT_EQ(idle->served(), data[1].size());
 }
 
 TEST_F(FetcherTest, StalledPeerIsCancelledAndShunned) {

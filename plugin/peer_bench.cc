@@ -9,10 +9,13 @@
 // cores, and the receiver's CPU per GB says what a node with its cores to
 // itself could verify.
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -24,7 +27,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "plugin/bench_util.h"
 #include "plugin/file_util.h"
@@ -143,8 +148,29 @@ double OpensslSha256() {
   return kbps * 1000 / 1e9;
 }
 
+// Removes the stores of earlier runs that died (a failed CHECK cannot clean
+// up): left in /dev/shm they hold gigabytes of memory and slow this run.
+void RemoveStaleStores(const std::string& dir) {
+  constexpr absl::string_view kPrefix = "shoal-peer-bench-";
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (dirent* e = readdir(d)) {
+    absl::string_view name = e->d_name;
+    int pid = 0;
+    if (!absl::ConsumePrefix(&name, kPrefix) || !absl::SimpleAtoi(name, &pid) ||
+        kill(pid, 0) == 0 || errno != ESRCH) {
+      continue;
+    }
+    std::string path = absl::StrCat(dir, "/", e->d_name);
+    fprintf(stderr, "removing stale %s\n", path.c_str());
+    RemoveTree(path).IgnoreError();
+  }
+  closedir(d);
+}
+
 int Run() {
   int64_t size = FLAGS_size_mb << 20;
+  RemoveStaleStores(FLAGS_dir);
   std::string base = absl::StrCat(FLAGS_dir, "/shoal-peer-bench-", getpid());
   auto serving = *BlobStore::Open(base + "/serving");
   auto fetching = *BlobStore::Open(base + "/fetching");

@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -10,6 +11,16 @@
 
 namespace shoal::plugin {
 namespace {
+
+// Digests announced by one queued op: a full store at start becomes ops of
+// this many, run one after another, so at most 64 lookups are in flight
+// instead of one per stored blob. One op's requests fit in a peer's
+// per-source burst (400, dht/rate_limiter.h).
+// TODO: ops run back to back with no pacing, so advertising thousands of
+// blobs at start can still exceed a peer's sustained limit (100 requests/s
+// per source) in a small cluster; the dropped requests make some provides
+// fail until the republish round.
+constexpr size_t kMaxDigestsPerOp = 64;
 
 std::vector<dht::NodeId> KeysOf(const std::vector<std::string>& digests) {
   std::vector<dht::NodeId> keys;
@@ -205,8 +216,19 @@ void Advertiser::Enqueue(dht::Node& node, Op op) {
     }
     started_ = true;
     queue_.push_front(std::move(op));
-  } else {
+  } else if (op.digests.size() <= kMaxDigestsPerOp) {
     queue_.push_back(std::move(op));
+  } else {
+    // Ops run one at a time and each starts one lookup per digest, so
+    // splitting a large batch (a full store at start) bounds the lookups
+    // in flight, and the burst of datagrams, to kMaxDigestsPerOp.
+    for (size_t i = 0; i < op.digests.size(); i += kMaxDigestsPerOp) {
+      size_t end = std::min(op.digests.size(), i + kMaxDigestsPerOp);
+      queue_.push_back(Op{op.kind,
+                          {},
+                          std::vector<std::string>(op.digests.begin() + i,
+                                                   op.digests.begin() + end)});
+    }
   }
   RunNext(node);
 }
@@ -253,9 +275,6 @@ void Advertiser::RunAnnounce(dht::Node& node, const Op& op) {
   for (const std::string& digest : op.digests) {
     VLOG(1) << "dht: " << verb << " digest=" << digest;
   }
-  // TODO: a batch of thousands of digests (a large store at start) starts
-  // one lookup per digest at once; splitting it into smaller batches would
-  // bound the burst of datagrams.
   auto done = [this, &node, verb, n = op.digests.size()](absl::Status st) {
     if (!st.ok()) {
       LOG(WARNING) << "dht: " << verb << " failed digests=" << n

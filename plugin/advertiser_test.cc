@@ -183,6 +183,32 @@ TEST_F(AdvertiserTest, CommitAdvertisesDeleteWithdrawsAndStoredBlobsAtStart) {
   EXPECT_TRUE(PollProvider(b_, Sha256Digest(before), a_endpoint, true));
 }
 
+// A store larger than one announce op (64 digests) is advertised in
+// several ops, one after another; none is lost at the seams.
+TEST_F(AdvertiserTest, LargeStoreIsAdvertisedInSeveralOps) {
+  constexpr int kBlobs = 150;
+  std::vector<std::string> digests;
+  {
+    auto store = BlobStore::Open(Root("a"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (int i = 0; i < kBlobs; ++i) {
+      std::string data = absl::StrCat("stored blob ", i);
+      auto writer = (*store)->OpenIngest(absl::StrCat("seed-", i), 0);
+      ASSERT_TRUE(writer.ok()) << writer.status();
+      ASSERT_TRUE((*writer)->Append(data).ok());
+      ASSERT_TRUE((*writer)->Commit(data.size(), "").ok());
+      digests.push_back(Sha256Digest(data));
+    }
+  }
+  StartDaemon(a_, "a", "127.0.0.20", {});
+  StartDaemon(b_, "b", "127.0.0.21", {a_.advertiser->endpoint()});
+  const dht::Endpoint a_endpoint = a_.advertiser->endpoint();
+  for (int i : {0, 63, 64, 127, 128, kBlobs - 1}) {
+    EXPECT_TRUE(PollProvider(b_, digests[i], a_endpoint, true))
+        << "stored blob " << i << " was not advertised";
+  }
+}
+
 // Seeds could only be IP literals; a Kubernetes headless Service name that
 // lists every node (the joiner itself included) must work as well.
 TEST_F(AdvertiserTest, JoinsThroughASeedName) {

@@ -202,6 +202,9 @@ class Node {
   const ProviderStore& provider_store() const { return store_; }
   const RpcCounters& rpc_counters() const { return rpc_.counters(); }
   const NodeCounters& counters() const { return counters_; }
+  // The clock the node runs on, for callers on its loop thread that need a
+  // timer of their own.
+  Clock& clock() const { return clock_; }
 
  private:
   enum class LookupKind { kFindNode, kGetProviders };

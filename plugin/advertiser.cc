@@ -16,10 +16,8 @@ namespace {
 // this many, run one after another, so at most 64 lookups are in flight
 // instead of one per stored blob. One op's requests fit in a peer's
 // per-source burst (400, dht/rate_limiter.h).
-// TODO: ops run back to back with no pacing, so advertising thousands of
-// blobs at start can still exceed a peer's sustained limit (100 requests/s
-// per source) in a small cluster; the dropped requests make some provides
-// fail until the republish round.
+// Ops are also paced (Advertiser::kAnnounceSpacing), so the sustained rate
+// stays under the peers' limit too.
 constexpr size_t kMaxDigestsPerOp = 64;
 
 std::vector<dht::NodeId> KeysOf(const std::vector<std::string>& digests) {
@@ -48,11 +46,13 @@ absl::StatusOr<std::pair<std::string, uint16_t>> ParseNamedSeed(
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Advertiser>> Advertiser::Create(
-    const std::string& ip, uint16_t port, dht::NodeOptions options) {
+    const std::string& ip, uint16_t port, dht::NodeOptions options,
+    absl::Duration announce_spacing) {
   absl::StatusOr<std::unique_ptr<dht::Dht>> dht =
       dht::Dht::Create(ip, port, std::move(options));
   if (!dht.ok()) return dht.status();
-  return std::unique_ptr<Advertiser>(new Advertiser(*std::move(dht)));
+  return std::unique_ptr<Advertiser>(
+      new Advertiser(*std::move(dht), announce_spacing));
 }
 
 Advertiser::~Advertiser() {
@@ -282,13 +282,27 @@ void Advertiser::RunAnnounce(dht::Node& node, const Op& op) {
     } else {
       VLOG(1) << "dht: " << verb << " done digests=" << n;
     }
-    OpDone(node);
+    OpDoneAfter(node, announce_spacing_ * static_cast<double>(n));
   };
   if (provide) {
     node.Provide(KeysOf(op.digests), std::move(done));
   } else {
     node.Withdraw(KeysOf(op.digests), std::move(done));
   }
+}
+
+void Advertiser::OpDoneAfter(dht::Node& node, absl::Duration gap) {
+  if (gap <= absl::ZeroDuration()) {
+    OpDone(node);
+    return;
+  }
+  // The timer may fire while ~Advertiser is tearing the Dht down (dht_ is
+  // already null then, the Dht object still alive): it goes through the
+  // Dht's RunOnLoop, which drops the call once the node is gone.
+  dht::Dht* dht = dht_.get();
+  node.clock().Schedule(gap, [this, dht] {
+    dht->RunOnLoop([this](dht::Node& n) { OpDone(n); });
+  });
 }
 
 void Advertiser::OpDone(dht::Node& node) {

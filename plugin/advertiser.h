@@ -42,8 +42,19 @@ class Advertiser : public BlobEvents, public ProviderFinder {
   // IPv6 literal, not unspecified: it is the address peers are told to fetch
   // from) and `port` (0 picks a free one). INVALID_ARGUMENT for a bad
   // address, UNAVAILABLE when the socket cannot be bound.
+  // `announce_spacing` is the pause after each provide or withdraw op, per
+  // digest it held, before the next op starts (see kAnnounceSpacing).
   static absl::StatusOr<std::unique_ptr<Advertiser>> Create(
-      const std::string& ip, uint16_t port, dht::NodeOptions options = {});
+      const std::string& ip, uint16_t port, dht::NodeOptions options = {},
+      absl::Duration announce_spacing = kAnnounceSpacing);
+
+  // 15 ms per digest: in a small cluster one lookup sends each other node
+  // about one request, so ops paced this way stay near 67 requests per
+  // second per peer, under the 100 a peer admits from one address
+  // (dht/rate_limiter.h). Advertising 10,000 stored blobs at start then
+  // takes 2.5 minutes instead of tripping every peer's limit; a commit's
+  // single provide is delayed by nothing worth noticing.
+  static constexpr absl::Duration kAnnounceSpacing = absl::Milliseconds(15);
 
   // Tears the node and socket down on the loop thread, then stops the loop.
   // Work not yet done (queued provides, pending lookups) is dropped.
@@ -85,6 +96,9 @@ class Advertiser : public BlobEvents, public ProviderFinder {
   void FindProviders(const std::string& digest, absl::Duration deadline,
                      Callback done) override;
 
+  // The DHT, for tests and status pages (its RunOnLoop reaches the node).
+  dht::Dht& dht() { return *dht_; }
+
   // The bound UDP endpoint, which is also the endpoint advertised.
   const dht::Endpoint& endpoint() const { return dht_->endpoint(); }
 
@@ -102,7 +116,8 @@ class Advertiser : public BlobEvents, public ProviderFinder {
     std::vector<std::string> digests;  // kProvide and kWithdraw.
   };
 
-  explicit Advertiser(std::unique_ptr<dht::Dht> dht) : dht_(std::move(dht)) {}
+  Advertiser(std::unique_ptr<dht::Dht> dht, absl::Duration announce_spacing)
+      : dht_(std::move(dht)), announce_spacing_(announce_spacing) {}
 
   // Loop thread only, with the node Dht::RunOnLoop passes (or a node
   // callback captured).
@@ -111,6 +126,8 @@ class Advertiser : public BlobEvents, public ProviderFinder {
   void RunBootstrap(dht::Node& node, const std::vector<dht::Endpoint>& seeds);
   void RunAnnounce(dht::Node& node, const Op& op);
   void OpDone(dht::Node& node);
+  // OpDone after `gap`, on a timer of the loop.
+  void OpDoneAfter(dht::Node& node, absl::Duration gap);
   // Seeds from the resolver thread: starts, or bootstraps again if needed.
   void OnSeedsResolved(dht::Node& node, std::vector<dht::Endpoint> seeds);
 
@@ -123,6 +140,7 @@ class Advertiser : public BlobEvents, public ProviderFinder {
   // Set at construction; destroyed first by ~Advertiser, which drops the
   // callbacks still pending on the loop.
   std::unique_ptr<dht::Dht> dht_;
+  const absl::Duration announce_spacing_;
 
   // Loop thread only while dht_ lives.
   // Operations waiting for the one in flight (busy_) to finish. Provides

@@ -209,6 +209,53 @@ TEST_F(AdvertiserTest, LargeStoreIsAdvertisedInSeveralOps) {
   }
 }
 
+// A node with many blobs joins and advertises them all: the ops are paced,
+// so the peer it joined through never has to drop its requests for going
+// over the per-source rate limit (100/s, bursts of 400).
+TEST_F(AdvertiserTest, StoredBlobsAreAdvertisedWithinPeersRateLimits) {
+  constexpr int kBlobs = 600;  // Unpaced, that is a burst of over 600.
+  std::vector<std::string> digests;
+  {
+    auto store = BlobStore::Open(Root("a"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (int i = 0; i < kBlobs; ++i) {
+      std::string data = absl::StrCat("many blob ", i);
+      auto writer = (*store)->OpenIngest(absl::StrCat("seed-", i), 0);
+      ASSERT_TRUE(writer.ok()) << writer.status();
+      ASSERT_TRUE((*writer)->Append(data).ok());
+      ASSERT_TRUE((*writer)->Commit(data.size(), "").ok());
+      digests.push_back(Sha256Digest(data));
+    }
+  }
+  // B first, alone; A joins through B, so every lookup of A asks B.
+  StartDaemon(b_, "b", "127.0.0.21", {});
+  StartDaemon(a_, "a", "127.0.0.20", {b_.advertiser->endpoint()});
+  const dht::Endpoint a_endpoint = a_.advertiser->endpoint();
+  // B's counters, read on its loop.
+  auto counters = [&] {
+    auto read = std::make_shared<absl::Notification>();
+    auto out = std::make_shared<dht::RpcCounters>();
+    b_.advertiser->dht().RunOnLoop([read, out](dht::Node& node) {
+      *out = node.rpc_counters();
+      read->Notify();
+    });
+    EXPECT_TRUE(read->WaitForNotificationWithTimeout(kDeadline));
+    return *out;
+  };
+  // Every blob's lookup reaches B: wait until B has seen them all.
+  const absl::Time deadline = absl::Now() + kDeadline;
+  while (counters().requests_received < static_cast<uint64_t>(kBlobs) &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  dht::RpcCounters b = counters();
+  EXPECT_GE(b.requests_received, static_cast<uint64_t>(kBlobs));
+  EXPECT_EQ(b.requests_rate_limited, 0u);
+  for (int i : {0, kBlobs / 2, kBlobs - 1}) {
+    EXPECT_TRUE(PollProvider(b_, digests[i], a_endpoint, true));
+  }
+}
+
 // Seeds could only be IP literals; a Kubernetes headless Service name that
 // lists every node (the joiner itself included) must work as well.
 TEST_F(AdvertiserTest, JoinsThroughASeedName) {

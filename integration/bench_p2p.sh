@@ -336,10 +336,14 @@ $(why_not "$n")"
   fi
 }
 
-# measure_registry MODE NODE IMG REF: NODE, which nobody can help, gets IMG
-# from the registry; checked; lookups recorded as KIND "miss".
-measure_registry() {
-  local mode=$1 n=$2 img=$3 ref=$4 kind=${5:-miss} total mark reqs peer0 up0
+# measure_from SOURCE MODE NODE IMG REF [KIND]: NODE gets IMG, which it does
+# not hold, and the counters and the registry's log are checked:
+#   SOURCE=registry: nobody can help; every blob from the registry, none from
+#   peers; lookups recorded as KIND (default "miss").
+#   SOURCE=peer: a peer holds IMG; every byte from peers, nothing but the tag
+#   from the registry; lookups recorded as "hit".
+measure_from() {
+  local source=$1 mode=$2 n=$3 img=$4 ref=$5 kind=${6:-miss} total mark reqs peer0 up0
   total=$(image_total "$img")
   assert_no_blobs_on_disk "$n" "$img"
   peer0=$(metric "$n" shoal_peer_received_bytes_total)
@@ -347,27 +351,16 @@ measure_registry() {
   mark=$(registry_log_mark)
   measure "$mode" "$n" "$ref"
   reqs=$(registry_requests_since "$mark")
-  expect_counters "$n" "$mode from the registry" 0 "$total" "$peer0" "$up0"
-  registry_all_blobs "$reqs" "$img"
+  if [[ $source == registry ]]; then
+    expect_counters "$n" "$mode from the registry" 0 "$total" "$peer0" "$up0"
+    registry_all_blobs "$reqs" "$img"
+  else
+    expect_counters "$n" "$mode from peers" "$total" 0 "$peer0" "$up0" \
+      "$(registry_blob_requests "$reqs")"
+    kind=hit
+  fi
   assert_blobs_on_disk "$n" "$img"
   lookups_record "$kind" "$n"
-}
-
-# measure_peer MODE NODE IMG REF: NODE gets IMG while a peer holds it; every
-# byte must come from peers, nothing but the tag from the registry.
-measure_peer() {
-  local mode=$1 n=$2 img=$3 ref=$4 total mark reqs peer0 up0 blobreqs
-  total=$(image_total "$img")
-  assert_no_blobs_on_disk "$n" "$img"
-  peer0=$(metric "$n" shoal_peer_received_bytes_total)
-  up0=$(metric "$n" shoal_upstream_written_bytes_total)
-  mark=$(registry_log_mark)
-  measure "$mode" "$n" "$ref"
-  reqs=$(registry_requests_since "$mark")
-  blobreqs=$(registry_blob_requests "$reqs")
-  expect_counters "$n" "$mode from peers" "$total" 0 "$peer0" "$up0" "$blobreqs"
-  assert_blobs_on_disk "$n" "$img"
-  lookups_record hit "$n"
 }
 
 # ---------------------------------------------------------------- 1. registry vs peer
@@ -399,12 +392,12 @@ for size in $SIZES; do
       for mode in "${order[@]}"; do
         net_start reg peer
         R=${NET_NODE[reg]} P=${NET_NODE[peer]}
-        measure_registry "$mode" "$R" "$img" "$ref"
+        measure_from registry "$mode" "$R" "$img" "$ref"
         reg_ms=$MS
         echo "main $size $layers $mode registry $reg_ms" >>"$RESULTS"
         # P must be able to find R's blobs before it asks.
         dht_wait_provided "$R" "$img"
-        measure_peer "$mode" "$P" "$img" "$ref"
+        measure_from peer "$mode" "$P" "$img" "$ref"
         peer_ms=$MS
         echo "main $size $layers $mode peer $peer_ms" >>"$RESULTS"
         note "$(printf '%5s MiB x%d  %-5s round %d/%d: registry %8s, peer %8s (network %d, every byte checked)' \
@@ -438,7 +431,7 @@ if ((BENCH_SMALL)); then
       for dht in "${order[@]}"; do
         if [[ $dht == on ]]; then
           net_start reg
-          measure_registry "$mode" "${NET_NODE[reg]}" "$img" "$ref" small
+          measure_from registry "$mode" "${NET_NODE[reg]}" "$img" "$ref" small
           net_destroy
         else
           NET=$((NET + 1))

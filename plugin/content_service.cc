@@ -310,8 +310,7 @@ ContentService::ContentService(BlobStore* store, BlobEvents* events,
                                Fetcher* fetcher, NodeMetrics* metrics)
     : store_(*store), events_(events), fetcher_(fetcher), metrics_(metrics) {
   if (metrics_ == nullptr) {
-    own_registry_ = std::make_unique<MetricsRegistry>();
-    own_metrics_ = std::make_unique<NodeMetrics>(*own_registry_);
+    own_metrics_ = std::make_unique<NodeMetrics>();
     metrics_ = own_metrics_.get();
   }
 }

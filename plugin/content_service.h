@@ -120,7 +120,6 @@ class ContentService final
   BlobEvents* const events_;  // Not owned; may be null.
   Fetcher* const fetcher_;    // Not owned; may be null.
   // Set when the caller passed none.
-  std::unique_ptr<MetricsRegistry> own_registry_;
   std::unique_ptr<NodeMetrics> own_metrics_;
   NodeMetrics* metrics_;  // Never null.
 

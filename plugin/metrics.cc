@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "glog/logging.h"
 
@@ -58,36 +59,13 @@ void CheckNames(const std::string& name, const MetricLabels& labels,
 // Label values may hold any UTF-8; the format escapes backslash, double
 // quote and newline.
 std::string EscapeLabelValue(absl::string_view v) {
-  std::string out;
-  out.reserve(v.size());
-  for (char c : v) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
+  return absl::StrReplaceAll(v,
+                             {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}});
 }
 
 // HELP text escapes only backslash and newline.
 std::string EscapeHelp(absl::string_view v) {
-  std::string out;
-  out.reserve(v.size());
-  for (char c : v) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
+  return absl::StrReplaceAll(v, {{"\\", "\\\\"}, {"\n", "\\n"}});
 }
 
 // Integers below 2^63 print as integers: byte counts reach 1e9 and beyond,

@@ -4,7 +4,9 @@
 #ifndef SHOAL_PLUGIN_NODE_METRICS_H_
 #define SHOAL_PLUGIN_NODE_METRICS_H_
 
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/strings/string_view.h"
 #include "plugin/metrics.h"
@@ -29,6 +31,8 @@ class NodeMetrics {
  public:
   // Registers every series in `registry`, which must outlive this.
   explicit NodeMetrics(MetricsRegistry& registry);
+  // With a registry of its own, for components given no metrics (tests).
+  NodeMetrics() : NodeMetrics(std::make_unique<MetricsRegistry>()) {}
 
   MetricsRegistry& registry() { return registry_; }
 
@@ -44,6 +48,12 @@ class NodeMetrics {
   void RecordFetchFailure(FetchFailure reason);
 
  private:
+  explicit NodeMetrics(std::unique_ptr<MetricsRegistry> own)
+      : NodeMetrics(*own) {
+    own_registry_ = std::move(own);
+  }
+
+  std::unique_ptr<MetricsRegistry> own_registry_;  // Null if borrowed.
   MetricsRegistry& registry_;
   Counter* peer_received_bytes_;
   Counter* upstream_written_bytes_;

@@ -32,8 +32,7 @@ PeerService::PeerService(BlobStore* store, PeerServiceOptions options,
                          NodeMetrics* metrics)
     : store_(*store), options_(options), metrics_(metrics) {
   if (metrics_ == nullptr) {
-    own_registry_ = std::make_unique<MetricsRegistry>();
-    own_metrics_ = std::make_unique<NodeMetrics>(*own_registry_);
+    own_metrics_ = std::make_unique<NodeMetrics>();
     metrics_ = own_metrics_.get();
   }
   if (options_.upload_bytes_per_second > 0) {

@@ -68,7 +68,6 @@ class PeerService final
 
   BlobStore& store_;
   const PeerServiceOptions options_;
-  std::unique_ptr<MetricsRegistry> own_registry_;
   std::unique_ptr<NodeMetrics> own_metrics_;
   NodeMetrics* metrics_;                    // Never null.
   std::unique_ptr<UploadLimiter> limiter_;  // Null without a cap.

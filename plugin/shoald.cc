@@ -303,31 +303,33 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  registry.AddCallbackGauge(
-      "shoal_store_blobs", "Committed blobs in the content store.", {},
-      [blobs] {
-        absl::StatusOr<std::vector<shoal::plugin::BlobInfo>> all =
-            blobs->List();
-        return all.ok() ? static_cast<double>(all->size()) : -1.0;
-      });
-  registry.AddCallbackGauge(
-      "shoal_store_bytes", "Bytes of committed blobs in the content store.", {},
-      [blobs] {
-        absl::StatusOr<std::vector<shoal::plugin::BlobInfo>> all =
-            blobs->List();
-        if (!all.ok()) return -1.0;
-        double bytes = 0;
-        for (const auto& b : *all) bytes += static_cast<double>(b.size);
-        return bytes;
-      });
+  shoal::plugin::Gauge* store_blobs = registry.GetGauge(
+      "shoal_store_blobs", "Committed blobs in the content store.");
+  shoal::plugin::Gauge* store_bytes = registry.GetGauge(
+      "shoal_store_bytes", "Bytes of committed blobs in the content store.");
   std::unique_ptr<shoal::plugin::HttpServer> http;
   if (!FLAGS_metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<shoal::plugin::HttpServer>> started =
         shoal::plugin::HttpServer::Start(
             FLAGS_metrics_listen,
-            {{"/metrics",
-              [&registry](const std::string&,
-                          const std::map<std::string, std::string>&) {
+            {{"/metrics", [&registry, blobs, store_blobs, store_bytes](
+                              const std::string&,
+                              const std::map<std::string, std::string>&) {
+                // One listing of the store per scrape, for both gauges.
+                absl::StatusOr<std::vector<shoal::plugin::BlobInfo>> all =
+                    blobs->List();
+                if (all.ok()) {
+                  double bytes = 0;
+                  for (const auto& b : *all) {
+                    bytes += static_cast<double>(b.size);
+                  }
+                  store_blobs->Set(static_cast<double>(all->size()));
+                  store_bytes->Set(bytes);
+                } else {
+                  LOG_EVERY_T(WARNING, 60)
+                      << "shoald: cannot list the store for metrics error="
+                      << all.status() << " (rate limited)";
+                }
                 shoal::plugin::HttpServer::Response r;
                 r.content_type = "text/plain; version=0.0.4; charset=utf-8";
                 r.body = registry.Render();

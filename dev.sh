@@ -22,7 +22,7 @@ PACKAGES=(
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev golang-google-grpc-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libc-ares-dev rapidjson-dev libgoogle-glog-dev libgflags-dev
-  libcurl4-openssl-dev libgtest-dev libgmock-dev libssl-dev libmicrohttpd-dev
+  libcurl4-openssl-dev libgtest-dev libgmock-dev libssl-dev libmicrohttpd-dev libnghttp2-dev
   busybox-static iproute2 python3
   # used by the integration scripts
   jq curl

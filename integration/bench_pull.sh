@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Pull benchmark: a 1 GiB image (4 uncompressed layers of 256 MiB random data)
 # pulled with unpack from a loopback registry, through containerd's built-in
-# content store and through shoald, alternating, BENCH_ROUNDS times each
-# (default 3), each time on a fresh containerd root. Prints every pull, the
-# medians and the ratio shoald / built-in.
+# content store, through shoald (its own HTTP/2 transport, the default) and
+# through shoald --content_transport=grpc (gRPC C++'s server), taking turns,
+# BENCH_ROUNDS times each (default 3), each time on a fresh containerd root.
+# Prints every pull, the medians and each ratio to the built-in store.
 #
 #   bazel run //integration:bench_pull
 #   integration/bench_pull.sh     (after bazel build //plugin:shoald //plugin:shoal_health_probe)
 #
-# Knobs: BENCH_ROUNDS (3), BENCH_LAYERS (4), BENCH_LAYER_SIZE (256m).
+# Knobs: BENCH_ROUNDS (3), BENCH_LAYERS (4), BENCH_LAYER_SIZE (256m),
+# BENCH_STORES ("builtin shoal shoal-grpc").
 # Disk: about 3 GiB at peak (registry copy, one node's blobs and snapshots);
 # the OCI layout is deleted once pushed, each node's root after its pull.
 
@@ -29,6 +31,7 @@ source "$(shoal__find_lib)"
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_LAYERS=${BENCH_LAYERS:-4}
 BENCH_LAYER_SIZE=${BENCH_LAYER_SIZE:-256m}
+read -r -a stores <<<"${BENCH_STORES:-builtin shoal shoal-grpc}"
 # Quiet components: logging is not what is measured.
 SHOAL_CONTAINERD_LOG_LEVEL=${SHOAL_CONTAINERD_LOG_LEVEL:-warn}
 SHOALD_ARGS=${SHOALD_ARGS:---v=0}
@@ -63,11 +66,18 @@ results=$SHOAL_WORK/results.txt
 : >"$results"
 printf '\n%-6s %-8s %10s %10s %12s %12s\n' round store "pull ms" "MiB/s" "download ms" "unpack ms"
 for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-  # Alternate which store goes first, so neither always runs on a warmer machine.
-  if ((r % 2)); then order=(builtin shoal); else order=(shoal builtin); fi
+  # Rotate which store goes first, so none always runs on a warmer machine.
+  order=()
+  for ((i = 0; i < ${#stores[@]}; i++)); do order+=("${stores[(i + r - 1) % ${#stores[@]}]}"); done
   for store in "${order[@]}"; do
     n=r$r-$store
-    node_start "$n" "$store" 2>/dev/null
+    case $store in
+    shoal-grpc)
+      NODE_SHOALD_ARGS[$n]=--content_transport=grpc
+      node_start "$n" shoal 2>/dev/null
+      ;;
+    *) node_start "$n" "$store" 2>/dev/null ;;
+    esac
     pull "$n" default "$REF" 2>/dev/null
     ms=$PULL_MS
     # ctr prints the download's progress ("elapsed: 12.3 s") and then
@@ -94,13 +104,18 @@ for line in open(sys.argv[1]):
 total = int(sys.argv[2])
 med = {s: statistics.median(v) for s, v in runs.items()}
 print()
-for s in ("builtin", "shoal"):
-    print("median %-8s %8.0f ms  (%.1f MiB/s; download %.0f ms, unpack %.0f ms; runs: %s)" % (
+for s in runs:
+    print("median %-10s %8.0f ms  (%.1f MiB/s; download %.0f ms, unpack %.0f ms; runs: %s)" % (
         s, med[s], total / 1048576 / (med[s] / 1000), statistics.median(dl[s]),
         statistics.median(unpack[s]), " ".join(map(str, runs[s]))))
-print("ratio shoald/builtin: %.2f  (> 1 means shoald is slower)" % (med["shoal"] / med["builtin"]))
-for name, part in (("download", dl), ("unpack", unpack)):
-    b, s = statistics.median(part["builtin"]), statistics.median(part["shoal"])
-    if b > 0:
-        print("  %s ratio: %.2f" % (name, s / b))
+if "builtin" in runs:
+    for s in runs:
+        if s == "builtin":
+            continue
+        print("ratio %s/builtin: %.2f  (> 1 means slower than the built-in store)" % (
+            s, med[s] / med["builtin"]))
+        for name, part in (("download", dl), ("unpack", unpack)):
+            b, x = statistics.median(part["builtin"]), statistics.median(part[s])
+            if b > 0:
+                print("  %s ratio: %.2f" % (name, x / b))
 EOF

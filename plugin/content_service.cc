@@ -70,6 +70,24 @@ std::string DigestHint(absl::string_view ref) {
   return ValidateDigest(digest).ok() ? digest : "";
 }
 
+// A gRPC sync stream as a ReplyStream (Request void) or a DuplexStream.
+template <typename Grpc, typename Request, typename Reply>
+class GrpcStream final : public DuplexStream<Request, Reply> {
+ public:
+  explicit GrpcStream(Grpc* stream) : stream_(stream) {}
+  bool Write(const Reply& reply) override { return stream_->Write(reply); }
+  bool Read(Request* request) override {
+    if constexpr (std::is_void_v<Request>) {
+      return false;
+    } else {
+      return stream_->Read(request);
+    }
+  }
+
+ private:
+  Grpc* const stream_;
+};
+
 // One Write stream: the ingest it holds and the messages it has handled.
 class WriteSession {
  public:
@@ -380,7 +398,16 @@ grpc::Status ContentService::Update(grpc::ServerContext*,
 grpc::Status ContentService::List(
     grpc::ServerContext*, const cv1::ListContentRequest* req,
     grpc::ServerWriter<cv1::ListContentResponse>* writer) {
-  if (req->filters_size() > 0) {
+  GrpcStream<grpc::ServerWriter<cv1::ListContentResponse>, void,
+             cv1::ListContentResponse>
+      out(writer);
+  return ListTo(*req, out);
+}
+
+grpc::Status ContentService::ListTo(
+    const cv1::ListContentRequest& req,
+    ReplyStream<cv1::ListContentResponse>& out) {
+  if (req.filters_size() > 0) {
     // TODO: List filters (containerd's filter syntax) are not implemented;
     // containerd never sends them to a proxy store (its GC lists without
     // filters), but direct clients get UNIMPLEMENTED.
@@ -395,11 +422,11 @@ grpc::Status ContentService::List(
   for (const BlobInfo& blob : *blobs) {
     FillInfo(blob, resp.add_info());
     if (resp.info_size() == kListBatch) {
-      if (!writer->Write(resp)) return grpc::Status::CANCELLED;
+      if (!out.Write(resp)) return grpc::Status::CANCELLED;
       resp.clear_info();
     }
   }
-  if (resp.info_size() > 0 && !writer->Write(resp)) {
+  if (resp.info_size() > 0 && !out.Write(resp)) {
     return grpc::Status::CANCELLED;
   }
   return grpc::Status::OK;
@@ -427,13 +454,10 @@ grpc::Status ContentService::Delete(grpc::ServerContext*,
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ContentService::Read(
     grpc::CallbackServerContext*, const grpc::ByteBuffer* raw) {
-  // containerd opens one Read stream per 32 KiB during unpack: no per-call
-  // setup beyond one open(2), and logging only at VLOG(2).
   // TODO: gRPC C++ 1.51 spends about 0.5 ms of CPU per stream here (some 17
-  // futex calls per Read), so unpacking through shoald is several times
-  // slower than through containerd's built-in store. A single-threaded
-  // libnghttp2 loop measured 3 to 4 times less CPU per stream; containerd's
-  // own proxy client costs more still (README, "Measured figures").
+  // futex calls per Read), which is why shoald serves its socket with its
+  // own HTTP/2 transport (h2_server.h) by default; this path remains for
+  // --content_transport=grpc.
   cv1::ReadContentRequest req;
   grpc::ByteBuffer copy(*raw);
   if (!grpc::GenericDeserialize<grpc::ProtoBufferReader,
@@ -442,26 +466,36 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ContentService::Read(
     return new FinishedStreamReactor(Reject(
         "Read", absl::InvalidArgumentError("malformed ReadContentRequest")));
   }
+  ReadRange range;
+  grpc::Status st = OpenRead(req, &range);
+  if (!st.ok()) return new FinishedStreamReactor(st);
+  return new BlobStreamReactor("Read", std::move(range.reader), range.offset,
+                               range.length);
+}
+
+grpc::Status ContentService::OpenRead(const cv1::ReadContentRequest& req,
+                                      ReadRange* out) {
+  // containerd opens one Read stream per 32 KiB during unpack: no per-call
+  // setup beyond one open(2), and logging only at VLOG(2).
   absl::StatusOr<std::unique_ptr<BlobReader>> reader =
       store_.OpenBlob(req.digest());
-  if (absl::IsNotFound(reader.status())) {
-    return new FinishedStreamReactor(ToGrpcStatus(reader.status()));
-  }
-  if (!reader.ok())
-    return new FinishedStreamReactor(Reject("Read", reader.status()));
+  if (absl::IsNotFound(reader.status())) return ToGrpcStatus(reader.status());
+  if (!reader.ok()) return Reject("Read", reader.status());
   const int64_t blob_size = (*reader)->size();
   int64_t offset = std::max<int64_t>(req.offset(), 0);
   if (offset > blob_size) {
-    return new FinishedStreamReactor(
-        Reject("Read", absl::OutOfRangeError(absl::StrCat(
-                           "read offset ", offset, " is past the end of ",
-                           req.digest(), " (", blob_size, " bytes)"))));
+    return Reject("Read", absl::OutOfRangeError(absl::StrCat(
+                              "read offset ", offset, " is past the end of ",
+                              req.digest(), " (", blob_size, " bytes)")));
   }
   int64_t length = blob_size - offset;
   if (req.size() > 0 && req.size() < length) length = req.size();
   VLOG(2) << "content: read digest=" << req.digest() << " offset=" << offset
           << " size=" << length;
-  return new BlobStreamReactor("Read", *std::move(reader), offset, length);
+  out->reader = *std::move(reader);
+  out->offset = offset;
+  out->length = length;
+  return grpc::Status::OK;
 }
 
 grpc::Status ContentService::Status(grpc::ServerContext*,
@@ -494,8 +528,17 @@ grpc::Status ContentService::Write(
     grpc::ServerContext*,
     grpc::ServerReaderWriter<cv1::WriteContentResponse,
                              cv1::WriteContentRequest>* stream) {
+  GrpcStream<grpc::ServerReaderWriter<cv1::WriteContentResponse,
+                                      cv1::WriteContentRequest>,
+             cv1::WriteContentRequest, cv1::WriteContentResponse>
+      duplex(stream);
+  return WriteOver(duplex);
+}
+
+grpc::Status ContentService::WriteOver(
+    DuplexStream<cv1::WriteContentRequest, cv1::WriteContentResponse>& stream) {
   cv1::WriteContentRequest req;
-  if (!stream->Read(&req)) return grpc::Status::OK;  // Closed before a word.
+  if (!stream.Read(&req)) return grpc::Status::OK;  // Closed before a word.
   WriteSession session(store_, fetcher_, *metrics_, pins_);
   absl::Status opened = session.Open(req);
   if (absl::IsUnavailable(opened)) {
@@ -516,9 +559,9 @@ grpc::Status ContentService::Write(
       std::string fetched = session.TakeNewlyStored();
       if (!fetched.empty()) events_->OnCommitted(fetched);
     }
-    if (!stream->Write(resp)) break;
+    if (!stream.Write(resp)) break;
     if (req.action() == cv1::COMMIT) return grpc::Status::OK;
-    if (!stream->Read(&req)) break;
+    if (!stream.Read(&req)) break;
   }
   // The client went away or half-closed: the ingest keeps its data and the
   // ref is released when `session` goes out of scope.

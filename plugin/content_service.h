@@ -51,6 +51,29 @@ class BlobPins {
   absl::flat_hash_map<std::string, int> count_ ABSL_GUARDED_BY(mu_);
 };
 
+// The streams that the streaming RPCs' bodies run over, so that gRPC's
+// server and shoald's own HTTP/2 transport (h2_server.h) share them.
+// Write returns false once the client is gone; Read returns false at the end
+// of the client's messages (or when it is gone).
+template <typename Reply>
+class ReplyStream {
+ public:
+  virtual ~ReplyStream() = default;
+  virtual bool Write(const Reply& reply) = 0;
+};
+template <typename Request, typename Reply>
+class DuplexStream : public ReplyStream<Reply> {
+ public:
+  virtual bool Read(Request* request) = 0;
+};
+
+// A validated Read: the open blob and the byte range to send.
+struct ReadRange {
+  std::unique_ptr<BlobReader> reader;
+  int64_t offset = 0;
+  int64_t length = 0;
+};
+
 // Read is served with gRPC's callback API on raw byte buffers: containerd
 // opens one Read stream per 32 KiB while unpacking, and the callback path
 // avoids the sync server's thread hand-offs per call, while raw buffers let
@@ -109,6 +132,22 @@ class ContentService final
       grpc::ServerContext* ctx,
       const ::containerd::services::content::v1::AbortRequest* req,
       ::google::protobuf::Empty* resp) override;
+
+  // The bodies of List, Read and Write, whatever transport carries them.
+  // The unary RPCs above ignore their context, so a transport may pass null.
+  grpc::Status ListTo(
+      const ::containerd::services::content::v1::ListContentRequest& req,
+      ReplyStream<::containerd::services::content::v1::ListContentResponse>&
+          out);
+  // Checks the request and opens the blob; the caller streams `out`'s range
+  // in messages laid out as blob_stream.h says.
+  grpc::Status OpenRead(
+      const ::containerd::services::content::v1::ReadContentRequest& req,
+      ReadRange* out);
+  grpc::Status WriteOver(
+      DuplexStream<::containerd::services::content::v1::WriteContentRequest,
+                   ::containerd::services::content::v1::WriteContentResponse>&
+          stream);
 
  private:
   using Labels = std::map<std::string, std::string>;

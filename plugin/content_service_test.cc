@@ -25,7 +25,8 @@ using ::testing::HasSubstr;
 using WriteStream = grpc::ClientReaderWriter<cv1::WriteContentRequest,
                                              cv1::WriteContentResponse>;
 
-class ContentServiceTest : public ::testing::Test {
+// Every case runs over both transports of the socket (server.h).
+class ContentServiceTest : public ::testing::TestWithParam<ContentTransport> {
  protected:
   void SetUp() override {
     // Unix socket paths are limited to 108 bytes; TEST_TMPDIR is long.
@@ -41,7 +42,8 @@ class ContentServiceTest : public ::testing::Test {
   }
 
   void StartServer() {
-    auto s = ContentServer::Start(dir_ + "/c.sock", dir_ + "/root");
+    auto s = ContentServer::Start(dir_ + "/c.sock", dir_ + "/root", nullptr,
+                                  GetParam());
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = *std::move(s);
     grpc::ChannelArguments args;
@@ -153,7 +155,7 @@ std::string Pattern(size_t n) {
   return s;
 }
 
-TEST_F(ContentServiceTest, PullSequenceCommitsAndReadsBack) {
+TEST_P(ContentServiceTest, PullSequenceCommitsAndReadsBack) {
   std::string data = Pattern(3 << 20);
   Put("default/1/layer-sha256:x", data);
   grpc::ClientContext ctx;
@@ -172,7 +174,7 @@ TEST_F(ContentServiceTest, PullSequenceCommitsAndReadsBack) {
   EXPECT_EQ(joined, data);
 }
 
-TEST_F(ContentServiceTest, StatRepliesCarryProgress) {
+TEST_P(ContentServiceTest, StatRepliesCarryProgress) {
   Stream s = OpenWrite();
   auto first = Send(s, Msg(cv1::STAT, "ns/1/config-sha256:a", 10));
   ASSERT_TRUE(first.ok());
@@ -186,7 +188,7 @@ TEST_F(ContentServiceTest, StatRepliesCarryProgress) {
   EXPECT_EQ(w->digest(), Sha256Digest("01234"));
 }
 
-TEST_F(ContentServiceTest, FirstStatOfStoredBlobIsOkNotAlreadyExists) {
+TEST_P(ContentServiceTest, FirstStatOfStoredBlobIsOkNotAlreadyExists) {
   Put("ns/1/layer-sha256:a", "stored");
   Stream s = OpenWrite();
   auto st =
@@ -195,7 +197,7 @@ TEST_F(ContentServiceTest, FirstStatOfStoredBlobIsOkNotAlreadyExists) {
   EXPECT_EQ(st->offset(), 0);
 }
 
-TEST_F(ContentServiceTest, CommitOfStoredBlobIsOkWithDigest) {
+TEST_P(ContentServiceTest, CommitOfStoredBlobIsOkWithDigest) {
   Put("ns/1/layer-sha256:a", "stored");
   Stream s = OpenWrite();
   ASSERT_TRUE(Send(s, Msg(cv1::STAT, "ns/2/layer-sha256:a", 6)).ok());
@@ -206,7 +208,7 @@ TEST_F(ContentServiceTest, CommitOfStoredBlobIsOkWithDigest) {
   EXPECT_EQ(c->digest(), Sha256Digest("stored"));
 }
 
-TEST_F(ContentServiceTest, EmptyCommitWithStaleOffsetCommitsWhatIsThere) {
+TEST_P(ContentServiceTest, EmptyCommitWithStaleOffsetCommitsWhatIsThere) {
   // A stream that filled the ingest, then containerd's COMMIT carrying the
   // offset of its first STAT (0) and no data.
   {
@@ -226,7 +228,7 @@ TEST_F(ContentServiceTest, EmptyCommitWithStaleOffsetCommitsWhatIsThere) {
   EXPECT_EQ(InfoCode(Sha256Digest("full")), absl::StatusCode::kOk);
 }
 
-TEST_F(ContentServiceTest, WriteAtOffsetZeroRestartsIngest) {
+TEST_P(ContentServiceTest, WriteAtOffsetZeroRestartsIngest) {
   Stream s = OpenWrite();
   ASSERT_TRUE(Send(s, Msg(cv1::STAT, "r", 0)).ok());
   ASSERT_TRUE(Send(s, Msg(cv1::WRITE, "", 0, "", 0, "garbage")).ok());
@@ -237,7 +239,7 @@ TEST_F(ContentServiceTest, WriteAtOffsetZeroRestartsIngest) {
   EXPECT_TRUE(c.ok()) << c.status();
 }
 
-TEST_F(ContentServiceTest, WriteAtWrongOffsetIsOutOfRange) {
+TEST_P(ContentServiceTest, WriteAtWrongOffsetIsOutOfRange) {
   Stream s = OpenWrite();
   ASSERT_TRUE(Send(s, Msg(cv1::STAT, "r", 0)).ok());
   ASSERT_TRUE(Send(s, Msg(cv1::WRITE, "", 0, "", 0, "abc")).ok());
@@ -252,14 +254,14 @@ TEST_F(ContentServiceTest, WriteAtWrongOffsetIsOutOfRange) {
   EXPECT_EQ(resp.status().offset(), 3);
 }
 
-TEST_F(ContentServiceTest, NegativeOffsetIsInvalidArgument) {
+TEST_P(ContentServiceTest, NegativeOffsetIsInvalidArgument) {
   Stream s = OpenWrite();
   ASSERT_TRUE(Send(s, Msg(cv1::STAT, "r", 0)).ok());
   auto w = Send(s, Msg(cv1::WRITE, "", 0, "", -5, "x"));
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(ContentServiceTest, CommitWithWrongDigestOrSizeFailsPrecondition) {
+TEST_P(ContentServiceTest, CommitWithWrongDigestOrSizeFailsPrecondition) {
   Stream s = OpenWrite();
   ASSERT_TRUE(Send(s, Msg(cv1::STAT, "r", 0)).ok());
   ASSERT_TRUE(Send(s, Msg(cv1::WRITE, "", 0, "", 0, "abc")).ok());
@@ -278,7 +280,7 @@ TEST_F(ContentServiceTest, CommitWithWrongDigestOrSizeFailsPrecondition) {
               HasSubstr("unexpected commit size"));
 }
 
-TEST_F(ContentServiceTest, SecondStreamOnRefIsUnavailable) {
+TEST_P(ContentServiceTest, SecondStreamOnRefIsUnavailable) {
   Stream a = OpenWrite();
   ASSERT_TRUE(Send(a, Msg(cv1::STAT, "ns/1/layer", 0)).ok());
   Stream b = OpenWrite();
@@ -290,7 +292,7 @@ TEST_F(ContentServiceTest, SecondStreamOnRefIsUnavailable) {
   EXPECT_TRUE(Send(c, Msg(cv1::STAT, "ns/1/layer", 0)).ok());
 }
 
-TEST_F(ContentServiceTest, ClientDisconnectMidWriteKeepsDataAndFreesRef) {
+TEST_P(ContentServiceTest, ClientDisconnectMidWriteKeepsDataAndFreesRef) {
   {
     Stream s = OpenWrite();
     ASSERT_TRUE(Send(s, Msg(cv1::STAT, "ns/1/big", 100)).ok());
@@ -309,13 +311,13 @@ TEST_F(ContentServiceTest, ClientDisconnectMidWriteKeepsDataAndFreesRef) {
   EXPECT_EQ(st->offset(), 10);
 }
 
-TEST_F(ContentServiceTest, FirstMessageWithoutRefIsInvalidArgument) {
+TEST_P(ContentServiceTest, FirstMessageWithoutRefIsInvalidArgument) {
   Stream s = OpenWrite();
   EXPECT_EQ(Send(s, Msg(cv1::STAT)).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(ContentServiceTest, BadRefsAreInvalidArgumentAndTouchNothing) {
+TEST_P(ContentServiceTest, BadRefsAreInvalidArgumentAndTouchNothing) {
   for (const std::string& ref :
        {std::string("ns/../../etc"), std::string("a\0b", 3),
         std::string(kMaxRefLength + 1, 'x')}) {
@@ -330,13 +332,13 @@ TEST_F(ContentServiceTest, BadRefsAreInvalidArgumentAndTouchNothing) {
   EXPECT_EQ(resp.statuses_size(), 0);
 }
 
-TEST_F(ContentServiceTest, AbsurdTotalIsInvalidArgument) {
+TEST_P(ContentServiceTest, AbsurdTotalIsInvalidArgument) {
   Stream s = OpenWrite();
   EXPECT_EQ(Send(s, Msg(cv1::STAT, "r", kMaxBlobSize + 1)).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(ContentServiceTest, MalformedDigestsAreInvalidArgument) {
+TEST_P(ContentServiceTest, MalformedDigestsAreInvalidArgument) {
   EXPECT_EQ(InfoCode("sha256:zz"), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(InfoCode("nonsense"), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ReadChunks("sha256:../x").status().code(),
@@ -347,7 +349,7 @@ TEST_F(ContentServiceTest, MalformedDigestsAreInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(ContentServiceTest, ListStatusesReturnsRefsByteForByte) {
+TEST_P(ContentServiceTest, ListStatusesReturnsRefsByteForByte) {
   const std::string refs[] = {"k8s.io/42/layer-sha256:abc",
                               "default/7/img@sha256:def",
                               "ns/1/unicode-\xc3\xa9"};
@@ -365,7 +367,7 @@ TEST_F(ContentServiceTest, ListStatusesReturnsRefsByteForByte) {
   EXPECT_THAT(got, ::testing::UnorderedElementsAreArray(refs));
 }
 
-TEST_F(ContentServiceTest, StatusOfUnknownRefIsNotFound) {
+TEST_P(ContentServiceTest, StatusOfUnknownRefIsNotFound) {
   grpc::ClientContext ctx;
   cv1::StatusRequest req;
   req.set_ref("ns/1/nothing");
@@ -374,7 +376,7 @@ TEST_F(ContentServiceTest, StatusOfUnknownRefIsNotFound) {
             grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(ContentServiceTest, DeleteAndAbortAreOkForUnknownKeys) {
+TEST_P(ContentServiceTest, DeleteAndAbortAreOkForUnknownKeys) {
   Put("r", "gone soon");
   for (int i = 0; i < 2; ++i) {
     grpc::ClientContext ctx;
@@ -391,7 +393,7 @@ TEST_F(ContentServiceTest, DeleteAndAbortAreOkForUnknownKeys) {
   EXPECT_TRUE(stub_->Abort(&ctx, req, &empty).ok());
 }
 
-TEST_F(ContentServiceTest, ReadHonoursOffsetAndSize) {
+TEST_P(ContentServiceTest, ReadHonoursOffsetAndSize) {
   std::string data = Pattern(100000);
   Put("r", data);
   std::string d = Sha256Digest(data);
@@ -414,14 +416,14 @@ TEST_F(ContentServiceTest, ReadHonoursOffsetAndSize) {
             absl::StatusCode::kNotFound);
 }
 
-TEST_F(ContentServiceTest, AcceptsSixteenMebibyteMessages) {
+TEST_P(ContentServiceTest, AcceptsSixteenMebibyteMessages) {
   // containerd may send a whole blob in one WRITE (up to its 16 MiB limit).
   std::string data = Pattern(15 << 20);
   Put("ns/1/one-shot", data);
   EXPECT_EQ(InfoCode(Sha256Digest(data)), absl::StatusCode::kOk);
 }
 
-TEST_F(ContentServiceTest, ListStreamsEveryBlobInBatches) {
+TEST_P(ContentServiceTest, ListStreamsEveryBlobInBatches) {
   for (int i = 0; i < 250; ++i) Put(absl::StrCat("r", i), absl::StrCat(i));
   grpc::ClientContext ctx;
   auto reader = stub_->List(&ctx, cv1::ListContentRequest());
@@ -436,7 +438,7 @@ TEST_F(ContentServiceTest, ListStreamsEveryBlobInBatches) {
   EXPECT_EQ(messages, 3);
 }
 
-TEST_F(ContentServiceTest, UpdateSetsAndClearsLabels) {
+TEST_P(ContentServiceTest, UpdateSetsAndClearsLabels) {
   Put("r", "labelled");
   cv1::UpdateRequest req;
   req.mutable_info()->set_digest(Sha256Digest("labelled"));
@@ -456,7 +458,7 @@ TEST_F(ContentServiceTest, UpdateSetsAndClearsLabels) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-TEST_F(ContentServiceTest, HealthServiceServes) {
+TEST_P(ContentServiceTest, HealthServiceServes) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
   grpc::ClientContext ctx;
   grpc::health::v1::HealthCheckResponse resp;
@@ -465,7 +467,7 @@ TEST_F(ContentServiceTest, HealthServiceServes) {
   EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
-TEST_F(ContentServiceTest, ShutdownLeavesInFlightIngestResumable) {
+TEST_P(ContentServiceTest, ShutdownLeavesInFlightIngestResumable) {
   Stream s = OpenWrite();
   ASSERT_TRUE(Send(s, Msg(cv1::STAT, "ns/1/inflight", 6)).ok());
   ASSERT_TRUE(Send(s, Msg(cv1::WRITE, "", 0, "", 0, "abc")).ok());
@@ -485,7 +487,7 @@ TEST_F(ContentServiceTest, ShutdownLeavesInFlightIngestResumable) {
 // Random, mostly wrong, write streams: whatever a client sends, the store
 // never holds a blob whose bytes do not match its digest, and every ingest
 // stays readable.
-TEST_F(ContentServiceTest, RandomWriteStreamsNeverCorruptTheStore) {
+TEST_P(ContentServiceTest, RandomWriteStreamsNeverCorruptTheStore) {
   std::mt19937 rng(20261203);
   const std::string refs[] = {"ns/1/a", "ns/1/b", "ns/2/c"};
   const std::string payloads[] = {"", "x", "hello", std::string(70000, 'q')};
@@ -554,6 +556,13 @@ TEST_F(ContentServiceTest, RandomWriteStreamsNeverCorruptTheStore) {
   // cannot break, but it must have exercised commits.
   EXPECT_GT(blobs, 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Transports, ContentServiceTest,
+    ::testing::Values(ContentTransport::kHttp2, ContentTransport::kGrpc),
+    [](const ::testing::TestParamInfo<ContentTransport>& info) {
+      return info.param == ContentTransport::kHttp2 ? "h2" : "grpc";
+    });
 
 }  // namespace
 }  // namespace shoal::plugin

@@ -41,26 +41,34 @@ absl::Status PrepareSocketPath(const std::string& path) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ContentServer>> ContentServer::Start(
-    const std::string& socket_path, const std::string& root,
-    BlobEvents* events) {
+    const std::string& socket_path, const std::string& root, BlobEvents* events,
+    ContentTransport transport) {
   SHOAL_ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> store,
                          BlobStore::Open(root));
   SHOAL_ASSIGN_OR_RETURN(
       std::unique_ptr<ContentServer> s,
-      Start(socket_path, store.get(), events, nullptr, nullptr));
+      Start(socket_path, store.get(), events, nullptr, nullptr, transport));
   s->owned_store_ = std::move(store);
   return s;
 }
 
 absl::StatusOr<std::unique_ptr<ContentServer>> ContentServer::Start(
     const std::string& socket_path, BlobStore* store, BlobEvents* events,
-    Fetcher* fetcher, NodeMetrics* metrics) {
+    Fetcher* fetcher, NodeMetrics* metrics, ContentTransport transport) {
   SHOAL_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
   std::unique_ptr<ContentServer> s(new ContentServer());
   s->socket_path_ = socket_path;
   s->store_ = store;
   s->service_ =
       std::make_unique<ContentService>(store, events, fetcher, metrics);
+  if (transport == ContentTransport::kHttp2) {
+    SHOAL_ASSIGN_OR_RETURN(s->h2_,
+                           H2Server::Start(socket_path, s->service_.get()));
+    if (chmod(socket_path.c_str(), 0600) != 0) {
+      return ErrnoToStatus(errno, "chmod", socket_path);
+    }
+    return s;
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -84,8 +92,13 @@ absl::StatusOr<std::unique_ptr<ContentServer>> ContentServer::Start(
 ContentServer::~ContentServer() { Shutdown(absl::ZeroDuration()); }
 
 void ContentServer::Shutdown(absl::Duration grace) {
-  if (shut_down_ || server_ == nullptr) return;
+  if (shut_down_ || (server_ == nullptr && h2_ == nullptr)) return;
   shut_down_ = true;
+  if (h2_ != nullptr) {
+    h2_->Shutdown(grace);
+    unlink(socket_path_.c_str());
+    return;
+  }
   server_->GetHealthCheckService()->SetServingStatus(false);
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();

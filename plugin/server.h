@@ -1,5 +1,6 @@
-// Runs the content service and gRPC's standard health service on one unix
-// socket. Used by shoald and by tests that need a real server.
+// Runs the content service and the grpc.health.v1 service on one unix
+// socket, over shoald's own HTTP/2 transport (h2_server.h) or gRPC C++'s
+// server. Used by shoald and by tests that need a real server.
 #ifndef SHOAL_PLUGIN_SERVER_H_
 #define SHOAL_PLUGIN_SERVER_H_
 
@@ -12,9 +13,14 @@
 #include "absl/time/time.h"
 #include "plugin/blob_events.h"
 #include "plugin/content_service.h"
+#include "plugin/h2_server.h"
 #include "plugin/store.h"
 
 namespace shoal::plugin {
+
+// What serves the socket. Both speak the same gRPC; kHttp2 costs a fraction
+// of the CPU per call (h2_server.h), kGrpc is gRPC C++'s own server.
+enum class ContentTransport { kHttp2, kGrpc };
 
 class ContentServer {
  public:
@@ -25,14 +31,16 @@ class ContentServer {
   // deletes) and must outlive the server.
   static absl::StatusOr<std::unique_ptr<ContentServer>> Start(
       const std::string& socket_path, const std::string& root,
-      BlobEvents* events = nullptr);
+      BlobEvents* events = nullptr,
+      ContentTransport transport = ContentTransport::kHttp2);
 
   // Serves `store`, which the caller opened and which must outlive the
   // server, with the ContentService's optional collaborators (all may be
   // null; those given must outlive the server).
   static absl::StatusOr<std::unique_ptr<ContentServer>> Start(
       const std::string& socket_path, BlobStore* store, BlobEvents* events,
-      Fetcher* fetcher, NodeMetrics* metrics);
+      Fetcher* fetcher, NodeMetrics* metrics,
+      ContentTransport transport = ContentTransport::kHttp2);
 
   ~ContentServer();
 
@@ -50,7 +58,8 @@ class ContentServer {
   std::unique_ptr<BlobStore> owned_store_;  // Set by the first Start().
   BlobStore* store_ = nullptr;
   std::unique_ptr<ContentService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<H2Server> h2_;          // With kHttp2.
+  std::unique_ptr<grpc::Server> server_;  // With kGrpc.
   bool shut_down_ = false;
 };
 

@@ -30,7 +30,7 @@ std::string EncodeChunkHeader(int64_t offset, size_t length) {
 }
 
 BlobStreamReactor::BlobStreamReactor(const char* rpc,
-                                     std::unique_ptr<BlobReader> reader,
+                                     std::shared_ptr<const BlobReader> reader,
                                      int64_t offset, int64_t length,
                                      std::function<void()> on_done,
                                      StreamShaper* shaper)

@@ -40,7 +40,7 @@ class StreamShaper {
 // `rpc` names the call in logs. `shaper`, when set, must outlive the stream.
 class BlobStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  BlobStreamReactor(const char* rpc, std::unique_ptr<BlobReader> reader,
+  BlobStreamReactor(const char* rpc, std::shared_ptr<const BlobReader> reader,
                     int64_t offset, int64_t length,
                     std::function<void()> on_done = nullptr,
                     StreamShaper* shaper = nullptr);
@@ -54,7 +54,7 @@ class BlobStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void StartSend();
 
   const char* const rpc_;
-  std::unique_ptr<BlobReader> reader_;
+  std::shared_ptr<const BlobReader> reader_;
   int64_t offset_;
   int64_t remaining_;
   std::function<void()> on_done_;

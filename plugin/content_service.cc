@@ -324,9 +324,44 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
+absl::StatusOr<std::shared_ptr<const BlobReader>> BlobReaderCache::Open(
+    const std::string& digest) {
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Entry& e : entries_) {
+      if (e.digest == digest && now - e.opened < kMaxAge) return e.reader;
+    }
+  }
+  SHOAL_ASSIGN_OR_RETURN(std::shared_ptr<const BlobReader> reader,
+                         store_.OpenBlob(digest));
+  absl::MutexLock lock(&mu_);
+  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                [&](const Entry& e) {
+                                  return e.digest == digest;
+                                }),
+                 entries_.end());
+  if (entries_.size() == kEntries) entries_.erase(entries_.begin());
+  entries_.push_back(Entry{digest, reader, now});
+  return reader;
+}
+
+void BlobReaderCache::Forget(const std::string& digest) {
+  absl::MutexLock lock(&mu_);
+  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                [&](const Entry& e) {
+                                  return e.digest == digest;
+                                }),
+                 entries_.end());
+}
+
 ContentService::ContentService(BlobStore* store, BlobEvents* events,
                                Fetcher* fetcher, NodeMetrics* metrics)
-    : store_(*store), events_(events), fetcher_(fetcher), metrics_(metrics) {
+    : store_(*store),
+      events_(events),
+      fetcher_(fetcher),
+      metrics_(metrics),
+      readers_(*store) {
   if (metrics_ == nullptr) {
     own_metrics_ = std::make_unique<NodeMetrics>();
     metrics_ = own_metrics_.get();
@@ -443,6 +478,7 @@ grpc::Status ContentService::Delete(grpc::ServerContext*,
   }
   absl::Status st = store_.Delete(req->digest());
   if (!st.ok()) return Reject("Delete", st);
+  readers_.Forget(req->digest());
   {
     absl::MutexLock lock(&labels_mu_);
     labels_.erase(req->digest());
@@ -476,9 +512,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ContentService::Read(
 grpc::Status ContentService::OpenRead(const cv1::ReadContentRequest& req,
                                       ReadRange* out) {
   // containerd opens one Read stream per 32 KiB during unpack: no per-call
-  // setup beyond one open(2), and logging only at VLOG(2).
-  absl::StatusOr<std::unique_ptr<BlobReader>> reader =
-      store_.OpenBlob(req.digest());
+  // setup (the blob is open already, readers_), and logging only at VLOG(2).
+  absl::StatusOr<std::shared_ptr<const BlobReader>> reader =
+      readers_.Open(req.digest());
   if (absl::IsNotFound(reader.status())) return ToGrpcStatus(reader.status());
   if (!reader.ok()) return Reject("Read", reader.status());
   const int64_t blob_size = (*reader)->size();

@@ -393,6 +393,22 @@ TEST_P(ContentServiceTest, DeleteAndAbortAreOkForUnknownKeys) {
   EXPECT_TRUE(stub_->Abort(&ctx, req, &empty).ok());
 }
 
+TEST_P(ContentServiceTest, ReadAfterDeleteIsNotFound) {
+  // The first Read leaves the blob open in the service's cache; Delete must
+  // drop it there too.
+  const std::string data = Pattern(1000);
+  Put("default/1/layer", data);
+  auto chunks = ReadChunks(Sha256Digest(data));
+  ASSERT_TRUE(chunks.ok()) << chunks.status();
+  grpc::ClientContext ctx;
+  cv1::DeleteContentRequest del;
+  del.set_digest(Sha256Digest(data));
+  google::protobuf::Empty empty;
+  ASSERT_TRUE(stub_->Delete(&ctx, del, &empty).ok());
+  EXPECT_EQ(ReadChunks(Sha256Digest(data)).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_P(ContentServiceTest, ReadHonoursOffsetAndSize) {
   std::string data = Pattern(100000);
   Put("r", data);

@@ -373,6 +373,9 @@ void Connection::OnReadable() {
             << " (rate limited)";
         dead_ = true;
       }
+      // A short read took all there was; epoll says when more comes, which
+      // saves a read(2) that would fail with EAGAIN on every request.
+      if (static_cast<size_t>(n) < sizeof(buf)) break;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;

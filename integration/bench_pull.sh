@@ -5,6 +5,12 @@
 # through shoald --content_transport=grpc (gRPC C++'s server), taking turns,
 # BENCH_ROUNDS times each (default 3), each time on a fresh containerd root.
 # Prints every pull, the medians and each ratio to the built-in store.
+# Then the unpack alone: on one node per content store that keeps the image's
+# blobs, the image's snapshots are removed and it is pulled again
+# BENCH_UNPACK_ROUNDS times (default 3), so containerd downloads nothing and
+# reads every layer back through the store in 32 KiB Read streams; for each
+# store the wall time and the CPU time containerd and shoald spent
+# (/proc/PID/stat), per Read stream.
 #
 #   bazel run //integration:bench_pull
 #   integration/bench_pull.sh     (after bazel build //plugin:shoald //plugin:shoal_health_probe)
@@ -118,4 +124,84 @@ if "builtin" in runs:
             b, x = statistics.median(part["builtin"]), statistics.median(part[s])
             if b > 0:
                 print("  %s ratio: %.2f" % (name, x / b))
+EOF
+
+# ---------------------------------------------------------------- unpack only
+BENCH_UNPACK_ROUNDS=${BENCH_UNPACK_ROUNDS:-3}
+clk_tck=$(getconf CLK_TCK)
+# cpu_ms PID: user + system CPU time of PID so far, in ms.
+cpu_ms() {
+  sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$clk_tck" '{printf "%d", ($12 + $13) * 1000 / hz}'
+}
+# remove_snapshots NODE: every snapshot of NODE's snapshotter, children first.
+remove_snapshots() {
+  local n=$1 k
+  for ((pass = 0; pass < 8; pass++)); do
+    local left=0
+    for k in $(nctr "$n" snapshots --snapshotter "$SHOAL_SNAPSHOTTER" ls | awk 'NR > 1 {print $1}'); do
+      nctr "$n" snapshots --snapshotter "$SHOAL_SNAPSHOTTER" rm "$k" 2>/dev/null || left=1
+    done
+    ((left == 0)) && return 0
+  done
+  fail "$n: snapshots still in use after 8 passes"
+}
+# Read streams one unpack opens: about one per 32 KiB of each layer (the tar
+# headers add a few small ones).
+streams=$("$SHOAL_PYTHON" -c 'import sys; print(sum((s + 32767) // 32768 for s in map(int, sys.argv[1:])))' \
+  $(image_field bench '.blobs[] | select(.kind == "layer") | .size'))
+unpack_results=$SHOAL_WORK/unpack.txt
+: >"$unpack_results"
+has_store() { [[ " ${stores[*]} " == *" $1 "* ]]; }
+if has_store builtin; then
+  node_start u-builtin builtin 2>/dev/null
+  pull u-builtin default "$REF" 2>/dev/null
+fi
+if has_store shoal || has_store shoal-grpc; then
+  node_start u-shoal shoal 2>/dev/null
+  pull u-shoal default "$REF" 2>/dev/null
+fi
+ustores=("${stores[@]}")
+printf '\nunpack only (%d Read streams each):\n%-6s %-10s %10s %16s %12s\n' "$streams" round store "unpack ms" "containerd cpu ms" "shoald cpu ms"
+for ((r = 1; r <= BENCH_UNPACK_ROUNDS; r++)); do
+  for ((i = 0; i < ${#ustores[@]}; i++)); do
+    store=${ustores[(i + r - 1) % ${#ustores[@]}]}
+    case $store in
+    builtin) n=u-builtin ;;
+    *)
+      n=u-shoal
+      shoald_stop "$n"
+      NODE_SHOALD_ARGS[$n]=$([[ $store == shoal-grpc ]] && echo --content_transport=grpc || echo "")
+      shoald_start "$n" 2>/dev/null
+      ;;
+    esac
+    remove_snapshots "$n"
+    c0=$(cpu_ms "${NODE_CTRD_PID[$n]}")
+    s0=0
+    [[ $store != builtin ]] && s0=$(cpu_ms "${NODE_SHOALD_PID[$n]}")
+    pull "$n" default "$REF" 2>/dev/null
+    c1=$(cpu_ms "${NODE_CTRD_PID[$n]}")
+    s1=0
+    [[ $store != builtin ]] && s1=$(cpu_ms "${NODE_SHOALD_PID[$n]}")
+    echo "$store $PULL_MS $((c1 - c0)) $((s1 - s0))" >>"$unpack_results"
+    printf '%-6s %-10s %10d %16d %12d\n' "$r" "$store" "$PULL_MS" $((c1 - c0)) $((s1 - s0))
+  done
+done
+
+"$SHOAL_PYTHON" - "$unpack_results" "$streams" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    store, ms, c, s = line.split()
+    rows.setdefault(store, []).append((int(ms), int(c), int(s)))
+streams = int(sys.argv[2])
+med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in rows.items()}
+print()
+base = med.get("builtin")
+for k, (ms, c, s) in med.items():
+    line = "median %-10s unpack %6.0f ms  containerd cpu %6.0f ms  shoald cpu %6.0f ms" % (k, ms, c, s)
+    if base and k != "builtin":
+        line += ("  | per Read stream: +%.0f us wall, containerd +%.0f us cpu, shoald %.0f us cpu;"
+                 " unpack ratio %.2f" % ((ms - base[0]) * 1e3 / streams, (c - base[1]) * 1e3 / streams,
+                                         s * 1e3 / streams, ms / base[0]))
+    print(line)
 EOF

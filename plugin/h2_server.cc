@@ -659,6 +659,9 @@ void Connection::RunInline(Call* call) {
       break;
     }
     case Kind::kRead: {
+      // TODO: the blob is opened and read on the loop thread, so a disk
+      // that stalls one read stalls every call on the socket; a reader
+      // thread for blobs not in the page cache (mincore) would isolate it.
       cv1::ReadContentRequest req;
       if (!ParseOne(call->requests, &req, &st)) break;
       st = service.OpenRead(req, &call->read);

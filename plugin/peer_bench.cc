@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
@@ -134,6 +135,29 @@ double RawTcp(int64_t size) {
   return size / secs / 1e9;
 }
 
+// GB/s of writing `size` bytes, 1 MiB per write(2), into a new file under
+// `dir`, which is then removed: what storing any new blob of this size costs
+// here, before any network or hashing. On this project's VMs, memory the
+// guest freed is handed back to the host, so filling new tmpfs pages can be
+// several times slower than rewriting old ones; this measures that too.
+double NewFileWrite(const std::string& dir, int64_t size) {
+  std::string path = absl::StrCat(dir, "/new-file-write");
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  CHECK_GE(fd, 0) << path;
+  std::string buf(1 << 20, 'x');
+  absl::Time start = absl::Now();
+  for (int64_t done = 0; done < size;) {
+    ssize_t n =
+        write(fd, buf.data(), std::min<int64_t>(buf.size(), size - done));
+    CHECK_GT(n, 0);
+    done += n;
+  }
+  double secs = absl::ToDoubleSeconds(absl::Now() - start);
+  close(fd);
+  unlink(path.c_str());
+  return size / secs / 1e9;
+}
+
 // GB/s from `openssl speed -evp sha256` on 1 MiB blocks.
 double OpensslSha256() {
   FILE* p = popen(
@@ -195,13 +219,14 @@ int Run() {
   auto stub = pv1::Peer::NewStub(grpc::CreateChannel(
       absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
 
-  std::vector<double> peer, receiver_cpu, tcp, sha;
+  std::vector<double> peer, receiver_cpu, tcp, sha, new_file;
   for (int i = 0; i < FLAGS_rounds; ++i) {
     FetchResult r = PeerFetch(*stub, *fetching, digest, size, i);
     peer.push_back(r.gbps);
     receiver_cpu.push_back(r.cpu_seconds / (size / 1e9));
     tcp.push_back(RawTcp(size));
     sha.push_back(OpensslSha256());
+    new_file.push_back(NewFileWrite(base, size));
   }
   close(stop_pipe[1]);
   rusage child_usage;
@@ -216,6 +241,8 @@ int Run() {
   printf("raw TCP loopback              %.2f GB/s\n", Median(tcp));
   printf("openssl speed -evp sha256     %.2f GB/s\n", Median(sha));
   printf("peer / lower ceiling          %.2f\n", Median(peer) / ceiling);
+  printf("new file write, same dir      %.2f GB/s (peer / this: %.2f)\n",
+         Median(new_file), Median(peer) / Median(new_file));
   printf(
       "receiver CPU                  %.2f s per GB (median; hashing alone "
       "is %.2f)\n",

@@ -7,6 +7,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -45,6 +46,17 @@ constexpr size_t kChunkHeadroom = kPrefixBytes + 24;
 // before a write(2): a whole 32 KiB Read reply fits in one write.
 constexpr size_t kReadBytes = 64 << 10;
 constexpr size_t kGatherBytes = 256 << 10;
+// A Read reply of at least this many bytes is sent from the chunk read from
+// the file: each DATA frame is queued as its 9-byte header plus a reference
+// into the chunk, and one sendmsg sends what is queued, so the bytes are not
+// copied into nghttp2's frame buffer and again into the gather buffer.
+// Smaller replies are copied, which keeps a 32 KiB reply one plain write.
+constexpr int64_t kInPlaceReadBytes = 256 << 10;
+// Copied output goes into a buffer that starts over once it holds this much
+// (the old one lives on until what refers to it is written).
+constexpr size_t kCopyBufferBytes = 1 << 20;
+// iovecs per sendmsg.
+constexpr int kMaxIov = 64;
 // Flow-control windows we grant: containerd writes 1 MiB messages, so the
 // default 64 KiB would cost a round trip per 32 KiB of upload.
 constexpr int32_t kStreamWindow = 4 << 20;
@@ -138,9 +150,13 @@ struct Call {
   bool deferred = false;   // nghttp2 waits for resume_data
   bool closed = false;     // the stream is gone
   grpc::Status final_status;
-  std::string pending;  // response bytes not handed to nghttp2 yet
+  // Response bytes not handed to nghttp2 yet. Shared with the
+  // connection's output queue while in-place DATA frames refer to it.
+  std::shared_ptr<std::string> pending = std::make_shared<std::string>();
   size_t pending_pos = 0;
-  ReadRange read;  // Read calls: what remains to send
+  ReadRange read;         // Read calls: what remains to send
+  bool in_place = false;  // a large Read: DATA frames sent from `pending`
+  size_t in_place_pos = 0;  // where the frame SendData queues starts
 
   // Shared with the Write stream's thread.
   absl::Mutex mu;
@@ -190,6 +206,9 @@ class Connection {
   static ssize_t ReadData(nghttp2_session*, int32_t stream_id, uint8_t* buf,
                           size_t length, uint32_t* data_flags,
                           nghttp2_data_source* source, void* self);
+  static int SendData(nghttp2_session*, nghttp2_frame* frame,
+                      const uint8_t* framehd, size_t length,
+                      nghttp2_data_source* source, void* self);
 
   Call* Find(int32_t stream_id);
   void OnReadable();
@@ -200,6 +219,11 @@ class Connection {
   void RunOnWorker(Call* call);
   void StartWriteWorker(Call* call);
   void StartResponse(Call* call);
+  // Output: copies of what nghttp2 serialized, and in-place Read bytes.
+  void QueueCopy(const char* data, size_t n);
+  void QueueShared(std::shared_ptr<const std::string> buf, size_t pos,
+                   size_t n);
+  void Consume(size_t n);
   // Puts the next Read chunk in call->pending; false at the end.
   bool NextReadChunk(Call* call);
   void Resume(Call* call);
@@ -210,8 +234,16 @@ class Connection {
   nghttp2_session* session_ = nullptr;
   bool dead_ = false;
   bool want_out_ = false;
-  std::string out_;
-  size_t out_pos_ = 0;
+  // Bytes waiting for the socket, in order; each piece keeps its buffer
+  // alive. Copied bytes go into copy_.
+  struct OutPiece {
+    std::shared_ptr<const std::string> buf;
+    size_t pos;
+    size_t len;
+  };
+  std::deque<OutPiece> outq_;
+  size_t outq_bytes_ = 0;
+  std::shared_ptr<std::string> copy_ = std::make_shared<std::string>();
   absl::flat_hash_map<int32_t, std::shared_ptr<Call>> calls_;
 };
 
@@ -342,6 +374,7 @@ bool Connection::Init() {
   nghttp2_session_callbacks_set_on_frame_send_callback(cb, OnFrameSend);
   nghttp2_session_callbacks_set_data_source_read_length_callback(cb,
                                                                  DataLength);
+  nghttp2_session_callbacks_set_send_data_callback(cb, SendData);
   int rv = nghttp2_session_server_new(&session_, cb, this);
   nghttp2_session_callbacks_del(cb);
   if (rv != 0) return false;
@@ -391,9 +424,43 @@ void Connection::OnReadable() {
   if (!dead_) Flush();
 }
 
+void Connection::QueueCopy(const char* data, size_t n) {
+  if (copy_->size() + n > kCopyBufferBytes && copy_.use_count() > 1) {
+    copy_ = std::make_shared<std::string>();  // The old one is queued.
+  }
+  if (!outq_.empty() && outq_.back().buf == copy_ &&
+      outq_.back().pos + outq_.back().len == copy_->size()) {
+    outq_.back().len += n;
+  } else {
+    outq_.push_back(OutPiece{copy_, copy_->size(), n});
+  }
+  copy_->append(data, n);
+  outq_bytes_ += n;
+}
+
+void Connection::QueueShared(std::shared_ptr<const std::string> buf,
+                             size_t pos, size_t n) {
+  if (n == 0) return;
+  outq_.push_back(OutPiece{std::move(buf), pos, n});
+  outq_bytes_ += n;
+}
+
+void Connection::Consume(size_t n) {
+  outq_bytes_ -= n;
+  while (n > 0) {
+    OutPiece& piece = outq_.front();
+    size_t used = std::min(n, piece.len);
+    piece.pos += used;
+    piece.len -= used;
+    n -= used;
+    if (piece.len == 0) outq_.pop_front();
+  }
+  if (outq_.empty() && copy_.use_count() == 1) copy_->clear();
+}
+
 void Connection::Flush() {
   while (!dead_) {
-    while (out_.size() - out_pos_ < kGatherBytes) {
+    while (outq_bytes_ < kGatherBytes) {
       const uint8_t* data;
       ssize_t n = nghttp2_session_mem_send(session_, &data);
       if (n < 0) {
@@ -404,23 +471,30 @@ void Connection::Flush() {
         return;
       }
       if (n == 0) break;
-      out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+      QueueCopy(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
     }
-    if (out_pos_ == out_.size()) break;
-    ssize_t w = write(fd_, out_.data() + out_pos_, out_.size() - out_pos_);
+    if (outq_bytes_ == 0) break;
+    iovec iov[kMaxIov];
+    int count = 0;
+    for (const OutPiece& piece : outq_) {
+      if (count == kMaxIov) break;
+      iov[count++] = {const_cast<char*>(piece.buf->data()) + piece.pos,
+                      piece.len};
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(count);
+    // MSG_NOSIGNAL: a client that went away is an EPIPE, not a SIGPIPE.
+    ssize_t w = sendmsg(fd_, &msg, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EAGAIN) break;
     if (w < 0) {
       dead_ = true;
       return;
     }
-    out_pos_ += static_cast<size_t>(w);
-    if (out_pos_ == out_.size()) {
-      out_.clear();
-      out_pos_ = 0;
-    }
+    Consume(static_cast<size_t>(w));
   }
-  bool want_out = out_pos_ < out_.size();
+  bool want_out = outq_bytes_ > 0;
   if (want_out != want_out_) {
     want_out_ = want_out;
     epoll_event ev{};
@@ -667,6 +741,7 @@ void Connection::RunInline(Call* call) {
       st = service.OpenRead(req, &call->read);
       if (st.ok()) {
         if (call->read.length == 0) break;  // Nothing to send: just OK.
+      call->in_place = call->read.length >= kInPlaceReadBytes;
         StartResponse(call);
         return;
       }
@@ -770,8 +845,8 @@ void Connection::StartResponse(Call* call) {
 void Connection::SendMessage(Call* call, std::string message) {
   if (call->done) return;
   StartResponse(call);
-  AppendPrefix(message.size(), &call->pending);
-  call->pending.append(message);
+  AppendPrefix(message.size(), call->pending.get());
+  call->pending->append(message);
   Resume(call);
 }
 
@@ -806,21 +881,22 @@ bool Connection::NextReadChunk(Call* call) {
   if (r.length == 0) return false;
   size_t want = static_cast<size_t>(
       std::min<int64_t>(r.length, static_cast<int64_t>(kReadChunkBytes)));
-  call->pending.resize(kChunkHeadroom + want);
+  std::string& chunk = *call->pending;
+  chunk.resize(kChunkHeadroom + want);
   call->pending_pos = 0;
   absl::StatusOr<size_t> got =
-      r.reader->ReadAt(r.offset, call->pending.data() + kChunkHeadroom, want);
+      r.reader->ReadAt(r.offset, chunk.data() + kChunkHeadroom, want);
   if (!got.ok()) {
     LOG_EVERY_T(WARNING, 10)
         << "h2: read failed error=" << got.status() << " (rate limited)";
-    call->pending.clear();
+    chunk.clear();
     call->finishing = true;
     call->final_status = grpc::Status(grpc::StatusCode::INTERNAL,
                                       std::string(got.status().message()));
     return false;
   }
   if (*got == 0) {  // Shorter than its size: truncated underneath us.
-    call->pending.clear();
+    chunk.clear();
     r.length = 0;
     return false;
   }
@@ -830,9 +906,9 @@ bool Connection::NextReadChunk(Call* call) {
   AppendPrefix(head.size() + *got, &framed);
   framed.append(head);
   call->pending_pos = kChunkHeadroom - framed.size();
-  std::memcpy(call->pending.data() + call->pending_pos, framed.data(),
+  std::memcpy(chunk.data() + call->pending_pos, framed.data(),
               framed.size());
-  call->pending.resize(kChunkHeadroom + *got);
+  chunk.resize(kChunkHeadroom + *got);
   r.offset += static_cast<int64_t>(*got);
   r.length -= static_cast<int64_t>(*got);
   return true;
@@ -853,17 +929,29 @@ ssize_t Connection::ReadData(nghttp2_session* session, int32_t stream_id,
                              nghttp2_data_source* source, void* self) {
   auto* conn = static_cast<Connection*>(self);
   auto* call = static_cast<Call*>(source->ptr);
-  if (call->pending_pos == call->pending.size()) {
-    call->pending.clear();
+  if (call->pending_pos == call->pending->size()) {
+    if (call->pending.use_count() > 1) {
+      // Queued in-place frames still refer to it: a new buffer.
+      call->pending = std::make_shared<std::string>();
+    } else {
+      call->pending->clear();
+    }
     call->pending_pos = 0;
     if (call->kind == Kind::kRead && !call->finishing) {
       conn->NextReadChunk(call);
     }
   }
-  size_t n = std::min(length, call->pending.size() - call->pending_pos);
-  std::memcpy(buf, call->pending.data() + call->pending_pos, n);
+  size_t n = std::min(length, call->pending->size() - call->pending_pos);
+  if (call->in_place && n > 0) {
+    // SendData queues these bytes where they are, before nghttp2 asks for
+    // the next frame.
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    call->in_place_pos = call->pending_pos;
+  } else {
+    std::memcpy(buf, call->pending->data() + call->pending_pos, n);
+  }
   call->pending_pos += n;
-  const bool drained = call->pending_pos == call->pending.size();
+  const bool drained = call->pending_pos == call->pending->size();
   if (drained && call->kind == Kind::kRead && !call->finishing &&
       call->read.length == 0) {
     call->finishing = true;  // The last chunk is out: OK follows at once.
@@ -886,6 +974,19 @@ ssize_t Connection::ReadData(nghttp2_session* session, int32_t stream_id,
     return NGHTTP2_ERR_DEFERRED;
   }
   return static_cast<ssize_t>(n);
+}
+
+int Connection::SendData(nghttp2_session*, nghttp2_frame* frame,
+                         const uint8_t* framehd, size_t length,
+                         nghttp2_data_source* source, void* self) {
+  auto* conn = static_cast<Connection*>(self);
+  auto* call = static_cast<Call*>(source->ptr);
+  // No padding is ever chosen, so a frame is its header and the bytes.
+  DCHECK_EQ(frame->data.padlen, 0u);
+  constexpr size_t kFrameHeaderBytes = 9;
+  conn->QueueCopy(reinterpret_cast<const char*>(framehd), kFrameHeaderBytes);
+  conn->QueueShared(call->pending, call->in_place_pos, length);
+  return 0;
 }
 
 }  // namespace h2_internal

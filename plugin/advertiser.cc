@@ -253,8 +253,10 @@ void Advertiser::RunBootstrap(dht::Node& node,
     OpDone(node);
     return;
   }
-  // TODO: a failed bootstrap is not retried; the node stays alone (its
-  // records are stored locally only) until another node contacts it.
+  // TODO: after Start() a failed bootstrap is not retried; the node stays
+  // alone (its records stored locally only) until another node contacts
+  // it. StartResolving(), which shoald uses, bootstraps again at every
+  // re-resolve while the routing table is empty.
   // The node runs its callbacks only while it lives, so `node` is valid in
   // them.
   node.Bootstrap(seeds, [this, &node, n = seeds.size()](absl::Status st) {

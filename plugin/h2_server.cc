@@ -218,6 +218,8 @@ class Connection {
   void RunInline(Call* call);
   void RunOnWorker(Call* call);
   void StartWriteWorker(Call* call);
+  // Ends `call` with RESOURCE_EXHAUSTED: no thread left for it.
+  void RefuseBusy(Call* call);
   void StartResponse(Call* call);
   // Output: copies of what nghttp2 serialized, and in-place Read bytes.
   void QueueCopy(const char* data, size_t n);
@@ -758,7 +760,7 @@ void Connection::RunInline(Call* call) {
 void Connection::RunOnWorker(Call* call) {
   std::shared_ptr<Call> ref = calls_[call->stream_id];
   H2Server* server = server_;
-  server_->SpawnWorker([server, ref] {
+  bool spawned = server_->SpawnWorker([server, ref] {
     ContentService& service = server->service_;
     std::string reply;
     grpc::Status st;
@@ -811,18 +813,25 @@ void Connection::RunOnWorker(Call* call) {
       ref->conn->Finish(ref.get(), st);
     });
   });
+  if (!spawned) RefuseBusy(call);
+}
+
+void Connection::RefuseBusy(Call* call) {
+  Finish(call, grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            "too many calls in progress on this socket"));
 }
 
 void Connection::StartWriteWorker(Call* call) {
   std::shared_ptr<Call> ref = calls_[call->stream_id];
   H2Server* server = server_;
-  server_->SpawnWorker([server, ref] {
+  bool spawned = server_->SpawnWorker([server, ref] {
     WorkerDuplex stream(ref, [server](absl::AnyInvocable<void()> fn) {
       server->Post(std::move(fn));
     });
     grpc::Status st = server->service_.WriteOver(stream);
     stream.Finish(std::move(st));
   });
+  if (!spawned) RefuseBusy(call);
 }
 
 void Connection::StartResponse(Call* call) {
@@ -994,8 +1003,9 @@ int Connection::SendData(nghttp2_session*, nghttp2_frame* frame,
 using h2_internal::Connection;
 
 absl::StatusOr<std::unique_ptr<H2Server>> H2Server::Start(
-    const std::string& socket_path, ContentService* service) {
-  std::unique_ptr<H2Server> s(new H2Server(service));
+    const std::string& socket_path, ContentService* service,
+    int max_running_calls) {
+  std::unique_ptr<H2Server> s(new H2Server(service, max_running_calls));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof(addr.sun_path)) {
@@ -1131,8 +1141,13 @@ void H2Server::RunPosted() {
   }
 }
 
-void H2Server::SpawnWorker(absl::AnyInvocable<void()> body) {
+bool H2Server::SpawnWorker(absl::AnyInvocable<void()> body) {
   absl::MutexLock lock(&workers_mu_);
+  if (running_workers_ >= max_running_calls_) {
+    LOG_EVERY_T(WARNING, 10) << "h2: refusing a call: " << running_workers_
+                             << " calls already running (rate limited)";
+    return false;
+  }
   uint64_t id = next_worker_++;
   ++running_workers_;
   workers_[id] = std::thread([this, id, body = std::move(body)]() mutable {
@@ -1156,6 +1171,7 @@ void H2Server::SpawnWorker(absl::AnyInvocable<void()> body) {
       done.join();
     });
   });
+  return true;
 }
 
 void H2Server::Shutdown(absl::Duration grace) {
@@ -1165,6 +1181,7 @@ void H2Server::Shutdown(absl::Duration grace) {
     shut_down_ = true;
   }
   serving_ = false;
+  if (!loop_.joinable()) return;  // Start() failed before the loop ran.
   Post([this] {
     draining_ = true;
     epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);

@@ -43,11 +43,18 @@ struct Call;
 
 class H2Server {
  public:
+  // Calls that get a thread of their own (Write, List, Update, Delete,
+  // Status, ListStatuses, Abort) running at once; more are refused with
+  // RESOURCE_EXHAUSTED rather than given a thread each. containerd runs a
+  // few downloads per pull, so this is only a bound on a runaway client.
+  static constexpr int kMaxRunningCalls = 512;
+
   // Listens on the unix socket `socket_path` (absolute; nothing may exist
   // there) and serves `service`, which must outlive the server. Health
   // starts as SERVING.
   static absl::StatusOr<std::unique_ptr<H2Server>> Start(
-      const std::string& socket_path, ContentService* service);
+      const std::string& socket_path, ContentService* service,
+      int max_running_calls = kMaxRunningCalls);
 
   ~H2Server();  // Shutdown(absl::ZeroDuration()).
 
@@ -66,19 +73,22 @@ class H2Server {
  private:
   friend class h2_internal::Connection;
 
-  explicit H2Server(ContentService* service) : service_(*service) {}
+  H2Server(ContentService* service, int max_running_calls)
+      : service_(*service), max_running_calls_(max_running_calls) {}
 
   void Loop();
   void Accept();
   void RunPosted();
   // Runs `fn` on the loop thread (dropped once the loop has stopped).
   void Post(absl::AnyInvocable<void()> fn);
-  // Runs `body` on a new thread, counted until it returns.
-  void SpawnWorker(absl::AnyInvocable<void()> body);
+  // Runs `body` on a new thread, counted until it returns; false (and
+  // `body` dropped) when max_running_calls_ are running already.
+  bool SpawnWorker(absl::AnyInvocable<void()> body);
   void DestroyConnection(h2_internal::Connection* conn);
   void Wake();
 
   ContentService& service_;
+  const int max_running_calls_;
   std::atomic<bool> serving_{true};
 
   // Set at start; closed by the loop thread when it ends.

@@ -340,6 +340,65 @@ TEST_F(H2ServerTest, LargeReadsSentInPlaceAreByteExact) {
   }
 }
 
+// Calls that need a thread of their own are capped: past the cap they are
+// refused at once, and the server serves again when one ends.
+TEST_F(H2ServerTest, StartOnAnExistingPathFailsCleanly) {
+  // The fixture's server holds socket_; a second one must report the
+  // clash, not crash while tearing itself down.
+  auto second = H2Server::Start(socket_, service_.get());
+  EXPECT_FALSE(second.ok());
+  EXPECT_TRUE(StillServes());
+}
+
+TEST_F(H2ServerTest, CallsPastTheThreadCapAreRefused) {
+  server_.reset();
+  ASSERT_EQ(unlink(socket_.c_str()), 0);
+  auto server = H2Server::Start(socket_, service_.get(), 2);
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+  // Two Write streams that send nothing hold both threads.
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<
+      grpc::ClientReaderWriter<cv1::WriteContentRequest,
+                               cv1::WriteContentResponse>>>
+      held;
+  for (int i = 0; i < 2; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    held.push_back(stub_->Write(ctxs.back().get()));
+    // A STAT answered: the stream's thread runs.
+    cv1::WriteContentRequest req;
+    req.set_action(cv1::STAT);
+    req.set_ref(absl::StrCat("t/held-", i));
+    ASSERT_TRUE(held.back()->Write(req));
+    cv1::WriteContentResponse resp;
+    ASSERT_TRUE(held.back()->Read(&resp));
+  }
+  {
+    grpc::ClientContext ctx;
+    cv1::ListStatusesRequest req;
+    cv1::ListStatusesResponse resp;
+    EXPECT_EQ(stub_->ListStatuses(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  EXPECT_TRUE(StillServes());  // Info runs on the loop: not capped.
+  held[0]->WritesDone();
+  EXPECT_TRUE(held[0]->Finish().ok());
+  // The thread is counted free once its body returns, which follows the
+  // reply; wait for it rather than race it.
+  grpc::StatusCode code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+  for (absl::Time deadline = absl::Now() + absl::Seconds(10);
+       code == grpc::StatusCode::RESOURCE_EXHAUSTED && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(5))) {
+    grpc::ClientContext ctx;
+    cv1::ListStatusesRequest req;
+    cv1::ListStatusesResponse resp;
+    code = stub_->ListStatuses(&ctx, req, &resp).error_code();
+  }
+  EXPECT_EQ(code, grpc::StatusCode::OK);
+  held[1]->WritesDone();
+  EXPECT_TRUE(held[1]->Finish().ok());
+}
+
 TEST_F(H2ServerTest, ConcurrentReadsAndWritesOverManyConnections) {
   std::string data(300 << 10, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7);

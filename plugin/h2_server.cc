@@ -154,8 +154,8 @@ struct Call {
   // connection's output queue while in-place DATA frames refer to it.
   std::shared_ptr<std::string> pending = std::make_shared<std::string>();
   size_t pending_pos = 0;
-  ReadRange read;         // Read calls: what remains to send
-  bool in_place = false;  // a large Read: DATA frames sent from `pending`
+  ReadRange read;           // Read calls: what remains to send
+  bool in_place = false;    // a large Read: DATA frames sent from `pending`
   size_t in_place_pos = 0;  // where the frame SendData queues starts
 
   // Shared with the Write stream's thread.
@@ -440,8 +440,8 @@ void Connection::QueueCopy(const char* data, size_t n) {
   outq_bytes_ += n;
 }
 
-void Connection::QueueShared(std::shared_ptr<const std::string> buf,
-                             size_t pos, size_t n) {
+void Connection::QueueShared(std::shared_ptr<const std::string> buf, size_t pos,
+                             size_t n) {
   if (n == 0) return;
   outq_.push_back(OutPiece{std::move(buf), pos, n});
   outq_bytes_ += n;
@@ -743,7 +743,7 @@ void Connection::RunInline(Call* call) {
       st = service.OpenRead(req, &call->read);
       if (st.ok()) {
         if (call->read.length == 0) break;  // Nothing to send: just OK.
-      call->in_place = call->read.length >= kInPlaceReadBytes;
+        call->in_place = call->read.length >= kInPlaceReadBytes;
         StartResponse(call);
         return;
       }
@@ -915,8 +915,7 @@ bool Connection::NextReadChunk(Call* call) {
   AppendPrefix(head.size() + *got, &framed);
   framed.append(head);
   call->pending_pos = kChunkHeadroom - framed.size();
-  std::memcpy(chunk.data() + call->pending_pos, framed.data(),
-              framed.size());
+  std::memcpy(chunk.data() + call->pending_pos, framed.data(), framed.size());
   chunk.resize(kChunkHeadroom + *got);
   r.offset += static_cast<int64_t>(*got);
   r.length -= static_cast<int64_t>(*got);

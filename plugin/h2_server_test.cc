@@ -302,11 +302,12 @@ TEST_F(H2ServerTest, LargeReadsSentInPlaceAreByteExact) {
   };
   // Whole blob, a middle stretch across chunk boundaries, exactly the
   // in-place threshold, just under it, and the tail.
-  const std::vector<Range> ranges = {{0, 0},
-                                     {(1 << 20) - 7, 3 * (1 << 20) + 99},
-                                     {4096, 256 << 10},
-                                     {17, (256 << 10) - 1},
-                                     {static_cast<int64_t>(data.size()) - 300000, 0}};
+  const std::vector<Range> ranges = {
+      {0, 0},
+      {(1 << 20) - 7, 3 * (1 << 20) + 99},
+      {4096, 256 << 10},
+      {17, (256 << 10) - 1},
+      {static_cast<int64_t>(data.size()) - 300000, 0}};
   std::vector<std::thread> readers;
   std::vector<std::string> got(ranges.size());
   std::vector<grpc::Status> status(ranges.size());
@@ -358,9 +359,8 @@ TEST_F(H2ServerTest, CallsPastTheThreadCapAreRefused) {
   server_ = *std::move(server);
   // Two Write streams that send nothing hold both threads.
   std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
-  std::vector<std::unique_ptr<
-      grpc::ClientReaderWriter<cv1::WriteContentRequest,
-                               cv1::WriteContentResponse>>>
+  std::vector<std::unique_ptr<grpc::ClientReaderWriter<
+      cv1::WriteContentRequest, cv1::WriteContentResponse>>>
       held;
   for (int i = 0; i < 2; ++i) {
     ctxs.push_back(std::make_unique<grpc::ClientContext>());

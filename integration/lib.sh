@@ -471,7 +471,22 @@ shoald_start() {
     log "no shoal_health_probe binary; waiting for the socket file only"
     wait_for_proc "$n shoald socket" "$SHOAL_READY_TIMEOUT" "$SPAWN_PID" test -S "$d/shoal.sock"
   fi
-  log "$n: shoald ready on $d/shoal.sock, root $root"
+  # Which transport serves the socket, from the flags (the last one wins, as
+  # with gflags); shoald must say it serves that one.
+  local transport=h2 a
+  # shellcheck disable=SC2086
+  for a in $SHOALD_ARGS ${NODE_SHOALD_ARGS[$n]:-}; do
+    [[ $a == --content_transport=* ]] && transport=${a#*=}
+  done
+  wait_for "$n shoald serving over $transport" "$SHOAL_READY_TIMEOUT" \
+    shoald__serves_over "$n" "$transport"
+  log "$n: shoald ready on $d/shoal.sock ($transport), root $root"
+}
+
+# shoald__serves_over NODE TRANSPORT: this run of NODE's shoald logged that it
+# serves its socket over TRANSPORT.
+shoald__serves_over() {
+  log_since "$1" | grep -q "shoald: serving socket=.* transport=$2\$"
 }
 
 # shoald_stop NODE: SIGTERM; fails if shoald does not exit cleanly.

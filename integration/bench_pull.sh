@@ -43,6 +43,10 @@ SHOAL_CONTAINERD_LOG_LEVEL=${SHOAL_CONTAINERD_LOG_LEVEL:-warn}
 SHOALD_ARGS=${SHOALD_ARGS:---v=0}
 
 shoal_init
+# Steps run with their log lines silenced (2>/dev/null) to keep the tables
+# readable; a failing step still says why, on the script's own stderr.
+exec 3>&2
+SHOAL_FAIL_FD=3
 free_mib=$(df -m --output=avail "$SHOAL_WORK" | tail -1)
 ((free_mib > 4096)) || fail "bench_pull needs ~4 GiB free under /tmp, only $free_mib MiB available"
 shoald_bin >/dev/null # fail early if it is missing
@@ -133,18 +137,6 @@ clk_tck=$(getconf CLK_TCK)
 cpu_ms() {
   sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$clk_tck" '{printf "%d", ($12 + $13) * 1000 / hz}'
 }
-# remove_snapshots NODE: every snapshot of NODE's snapshotter, children first.
-remove_snapshots() {
-  local n=$1 k
-  for ((pass = 0; pass < 8; pass++)); do
-    local left=0
-    for k in $(nctr "$n" snapshots --snapshotter "$SHOAL_SNAPSHOTTER" ls | awk 'NR > 1 {print $1}'); do
-      nctr "$n" snapshots --snapshotter "$SHOAL_SNAPSHOTTER" rm "$k" 2>/dev/null || left=1
-    done
-    ((left == 0)) && return 0
-  done
-  fail "$n: snapshots still in use after 8 passes"
-}
 # Read streams one unpack opens: about one per 32 KiB of each layer (the tar
 # headers add a few small ones).
 streams=$("$SHOAL_PYTHON" -c 'import sys; print(sum((s + 32767) // 32768 for s in map(int, sys.argv[1:])))' \
@@ -172,9 +164,10 @@ for ((r = 1; r <= BENCH_UNPACK_ROUNDS; r++)); do
       shoald_stop "$n"
       NODE_SHOALD_ARGS[$n]=$([[ $store == shoal-grpc ]] && echo --content_transport=grpc || echo "")
       shoald_start "$n" 2>/dev/null
+      containerd_wait_store "$n" default bench 2>/dev/null
       ;;
     esac
-    remove_snapshots "$n"
+    remove_snapshots "$n" default "$SHOAL_SNAPSHOTTER"
     c0=$(cpu_ms "${NODE_CTRD_PID[$n]}")
     s0=0
     [[ $store != builtin ]] && s0=$(cpu_ms "${NODE_SHOALD_PID[$n]}")

@@ -73,10 +73,7 @@ assert_no_file "$root/blobs/sha256/${BIG#sha256:}" "the big layer must not be co
 
 step "restart shoald on the same root"
 shoald_start n1
-# containerd reconnects to the proxy plugin with a backoff of up to 3 s; wait
-# until a read through it works again.
-wait_for "containerd to reach the restarted shoald" 20 \
-  nctr n1 -n default content get "$(image_field tiny .manifest)"
+containerd_wait_store n1 default tiny
 verify_blobs n1 default tiny
 run_ok "ctr content active" nctr n1 -n default content active
 log "ingests after the restart:

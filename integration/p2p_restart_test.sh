@@ -24,9 +24,7 @@ shoald_restart n1
 # Advertised again at start, from what is on disk.
 dht_wait_provided n1 x
 assert_contains "$(log_since n1)" "dht: advertising stored blobs count=$(image_blobs x | wc -l)" "n1's shoald log after the restart"
-# containerd reconnects to the restarted plugin with a backoff of up to 3 s.
-wait_for "n1's containerd to reach the restarted shoald" 20 \
-  nctr n1 -n default content get "$(image_field x .manifest)"
+containerd_wait_store n1 default x
 verify_blobs n1 default x
 assert_eq 0 "$(metric n1 shoal_peer_served_bytes_total)" "n1: bytes served since the restart"
 

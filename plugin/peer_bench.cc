@@ -1,6 +1,7 @@
 // peer_bench: a blob streamed peer to peer over loopback TCP and committed
 // with full SHA-256 verification, against the two ceilings measured in the
-// same run: raw TCP loopback throughput and `openssl speed -evp sha256`.
+// same run: raw TCP loopback throughput and `openssl speed -evp sha256`; and,
+// for reference, writing a new file of the same size next to the stores.
 // Stores live under --dir (default /dev/shm, so the VM's disk write-back does
 // not hide the transfer; pass a disk path to include it).
 //

@@ -37,10 +37,6 @@ FetchFailure Classify(const absl::Status& st) {
 constexpr absl::Duration kBusyBackoffStart = absl::Milliseconds(20);
 constexpr absl::Duration kBusyBackoffMax = absl::Milliseconds(500);
 
-// Peers we keep a channel to; past this the cache starts over (a node talks
-// to at most the nodes of its cluster, so this is only a bound on a leak).
-constexpr size_t kMaxCachedStubs = 1024;
-
 }  // namespace
 
 Fetcher::Fetcher(BlobStore* store, ProviderFinder* finder, NodeMetrics* metrics,
@@ -383,12 +379,21 @@ std::shared_ptr<::shoal::peer::v1::Peer::Stub> Fetcher::StubFor(
     const dht::Endpoint& peer) {
   absl::MutexLock lock(&mu_);
   auto it = stubs_.find(peer);
-  if (it != stubs_.end()) return it->second;
-  if (stubs_.size() >= kMaxCachedStubs) {
-    // TODO: dropping every cached channel at once briefly costs a
-    // reconnect per peer; an LRU would keep the busy ones. Only reached
-    // with over a thousand distinct peers.
-    stubs_.clear();
+  if (it != stubs_.end()) {
+    it->second.last_used = ++stub_uses_;
+    return it->second.stub;
+  }
+  if (!stubs_.empty() && stubs_.size() >= options_.max_cached_channels) {
+    // A scan, but only when the cache is full, and it holds at most one
+    // entry per node of the cluster. A fill still using the stub keeps it
+    // alive until it ends.
+    auto oldest = stubs_.begin();
+    for (auto e = stubs_.begin(); e != stubs_.end(); ++e) {
+      if (e->second.last_used < oldest->second.last_used) oldest = e;
+    }
+    VLOG(1) << "fetcher: closing the least recently used channel peer="
+            << oldest->first.ToString();
+    stubs_.erase(oldest);
   }
   grpc::ChannelArguments args;
   // A dedicated connection per peer: fills from different peers must not
@@ -397,8 +402,16 @@ std::shared_ptr<::shoal::peer::v1::Peer::Stub> Fetcher::StubFor(
   std::shared_ptr<::shoal::peer::v1::Peer::Stub> stub =
       ::shoal::peer::v1::Peer::NewStub(grpc::CreateCustomChannel(
           peer.ToString(), grpc::InsecureChannelCredentials(), args));
-  stubs_.emplace(peer, stub);
+  stubs_.emplace(peer, CachedStub{stub, ++stub_uses_});
   return stub;
+}
+
+std::vector<dht::Endpoint> Fetcher::ChannelPeers() {
+  absl::MutexLock lock(&mu_);
+  std::vector<dht::Endpoint> peers;
+  peers.reserve(stubs_.size());
+  for (const auto& [peer, cached] : stubs_) peers.push_back(peer);
+  return peers;
 }
 
 }  // namespace shoal::plugin

@@ -89,6 +89,9 @@ struct FetcherOptions {
   int64_t min_bytes_per_second = int64_t{1} << 20;
   // This node's own endpoint, never fetched from.
   absl::optional<dht::Endpoint> self;
+  // Peers a channel is kept open to; past this the least recently used one
+  // is closed. A node talks to at most the other nodes of its cluster.
+  size_t max_cached_channels = 1024;
 };
 
 class Fetcher {
@@ -112,6 +115,9 @@ class Fetcher {
 
   // True while `peer` is skipped because of an earlier failure.
   bool IsShunned(const dht::Endpoint& peer);
+
+  // The peers a channel is kept open to now (tests, status pages).
+  std::vector<dht::Endpoint> ChannelPeers();
 
   // Cancels the transfers running now and makes every later Fill fail at
   // once (UNAVAILABLE), so a daemon shutting down is not held up by a large
@@ -179,10 +185,14 @@ class Fetcher {
   absl::flat_hash_map<dht::Endpoint, absl::Time> shunned_until_
       ABSL_GUARDED_BY(mu_);
   // One channel per peer, reused across fills (a new HTTP/2 connection
-  // costs a handshake per blob otherwise). Stubs are thread-safe.
-  absl::flat_hash_map<dht::Endpoint,
-                      std::shared_ptr<::shoal::peer::v1::Peer::Stub>>
-      stubs_ ABSL_GUARDED_BY(mu_);
+  // costs a handshake per blob otherwise), with when it was last used for
+  // the eviction order. Stubs are thread-safe.
+  struct CachedStub {
+    std::shared_ptr<::shoal::peer::v1::Peer::Stub> stub;
+    uint64_t last_used;
+  };
+  absl::flat_hash_map<dht::Endpoint, CachedStub> stubs_ ABSL_GUARDED_BY(mu_);
+  uint64_t stub_uses_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread watchdog_;  // Last: starts after the members it uses.
 };
 

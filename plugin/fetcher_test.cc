@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/content_service.h"
 #include "plugin/file_util.h"
@@ -459,6 +460,29 @@ TEST_F(FetcherTest, NextFillPrefersAnIdlePeer) {
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(busy->served(), data[0].size());
   EXPECT_EQ(idle->served(), data[1].size());
+}
+
+// Past max_cached_channels the least recently used peer's channel goes, not
+// every channel at once.
+TEST_F(FetcherTest, ChannelCacheDropsTheLeastRecentlyUsedPeer) {
+  options_.max_cached_channels = 2;
+  Peer& a = AddPeer();
+  Peer& b = AddPeer();
+  Peer& c = AddPeer();
+  Layers from_a = Serve(a, 2, 4096, 10);
+  Layers from_b = Serve(b, 1, 4096, 20);
+  Layers from_c = Serve(c, 1, 4096, 30);
+  auto fill = [&](Layers& l, size_t i) {
+    absl::StatusOr<BlobInfo> info =
+        fetcher().Fill(l.digests[i], l.data[i].size(), *l.writers[i]);
+    ASSERT_TRUE(info.ok()) << info.status();
+  };
+  fill(from_a, 0);
+  fill(from_b, 0);
+  fill(from_a, 1);  // a is now more recent than b.
+  fill(from_c, 0);  // The cache is full: b's channel goes.
+  std::vector<dht::Endpoint> cached = fetcher().ChannelPeers();
+  EXPECT_THAT(cached, ::testing::UnorderedElementsAre(a.endpoint, c.endpoint));
 }
 
 TEST_F(FetcherTest, StalledPeerIsCancelledAndShunned) {

@@ -336,11 +336,7 @@ absl::StatusOr<std::shared_ptr<const BlobReader>> BlobReaderCache::Open(
   SHOAL_ASSIGN_OR_RETURN(std::shared_ptr<const BlobReader> reader,
                          store_.OpenBlob(digest));
   absl::MutexLock lock(&mu_);
-  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
-                                [&](const Entry& e) {
-                                  return e.digest == digest;
-                                }),
-                 entries_.end());
+  EraseLocked(digest);
   if (entries_.size() == kEntries) entries_.erase(entries_.begin());
   entries_.push_back(Entry{digest, reader, now});
   return reader;
@@ -348,11 +344,14 @@ absl::StatusOr<std::shared_ptr<const BlobReader>> BlobReaderCache::Open(
 
 void BlobReaderCache::Forget(const std::string& digest) {
   absl::MutexLock lock(&mu_);
-  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
-                                [&](const Entry& e) {
-                                  return e.digest == digest;
-                                }),
-                 entries_.end());
+  EraseLocked(digest);
+}
+
+void BlobReaderCache::EraseLocked(const std::string& digest) {
+  entries_.erase(
+      std::remove_if(entries_.begin(), entries_.end(),
+                     [&](const Entry& e) { return e.digest == digest; }),
+      entries_.end());
 }
 
 ContentService::ContentService(BlobStore* store, BlobEvents* events,

@@ -93,6 +93,10 @@ class BlobReaderCache {
     absl::Time opened;
   };
 
+  // Drops `digest`'s entry, if any.
+  void EraseLocked(const std::string& digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   BlobStore& store_;
   absl::Mutex mu_;
   std::vector<Entry> entries_ ABSL_GUARDED_BY(mu_);  // Oldest first.
